@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Internal interfaces between the parts of bdsnap.ko.  Each .c file owns one
+ * object; this header only declares what crosses file boundaries.
+ */
+#ifndef BDSNAP_H
+#define BDSNAP_H
+
+#include <linux/types.h>
+#include <linux/list.h>
+#include <linux/spinlock.h>
+#include <linux/bio.h>
+#include <linux/workqueue.h>
+#include <linux/wait.h>
+#include <linux/xarray.h>
+#include <linux/ftrace.h>
+#include <uapi/bdsnap.h>
+
+struct block_device;
+struct file;
+struct page;
+struct bdsnap_bio_batch;
+
+/* Blocks are tracked in units of BDSNAP_BLOCK_SIZE; sectors per block: */
+#define BDSNAP_SECTORS_PER_BLOCK	(BDSNAP_BLOCK_SIZE >> SECTOR_SHIFT)
+
+/* auth.c */
+int bdsnap_auth_init(char *password);
+void bdsnap_auth_done(void);
+int bdsnap_auth_check(const char *password);
+int bdsnap_auth_set(const char *old_password, const char *new_password);
+
+/* blockmap.c: which blocks of a session already have their pre-image */
+struct bdsnap_blockmap {
+	struct xarray chunks;
+};
+
+void bdsnap_blockmap_init(struct bdsnap_blockmap *map);
+void bdsnap_blockmap_destroy(struct bdsnap_blockmap *map);
+u64 bdsnap_blockmap_next_clear(struct bdsnap_blockmap *map, u64 first, u64 last);
+bool bdsnap_blockmap_all_set(struct bdsnap_blockmap *map, u64 first, u64 last);
+int bdsnap_blockmap_set(struct bdsnap_blockmap *map, u64 block, gfp_t gfp);
+
+/* compress.c */
+struct bdsnap_deflate {
+	void *workspace;
+	void *stream;
+};
+
+int bdsnap_deflate_init(struct bdsnap_deflate *z);
+void bdsnap_deflate_done(struct bdsnap_deflate *z);
+int bdsnap_deflate(struct bdsnap_deflate *z, const void *src, unsigned int len,
+		   void *dst, unsigned int cap);
+
+/* store.c: the on-disk log of one session */
+struct bdsnap_store_info {
+	const char *path;
+	const char *devname;
+	u64 device_size;
+	const char *tracker;
+	bool ordered;
+};
+
+/**
+ * struct bdsnap_store - writer of one session directory.
+ * @blocks: the "blocks" log, appended at @pos.
+ * @meta: the "meta" file, appended at @meta_pos.
+ * @lock: protects @queue, @queued, @error.
+ * @queue: pre-images (struct bdsnap_preimage) waiting to be written.
+ * @queued: number of entries on @queue.
+ * @space_wq: producers wait here while @queued is at the budget.
+ * @work: drains @queue into the log.
+ * @z: deflate state, used by @work only.
+ * @buf: staging buffer so the log is written in large appends.
+ * @buf_len: bytes staged in @buf.
+ * @error: first write error; once set, pre-images are dropped.
+ * @blocks_saved: records written.
+ * @bytes_raw: raw bytes of those records.
+ */
+struct bdsnap_store {
+	struct file *blocks;
+	struct file *meta;
+	loff_t pos;
+	loff_t meta_pos;
+	spinlock_t lock;
+	struct list_head queue;
+	unsigned int queued;
+	wait_queue_head_t space_wq;
+	struct work_struct work;
+	struct bdsnap_deflate z;
+	u8 *buf;
+	size_t buf_len;
+	int error;
+	u64 blocks_saved;
+	u64 bytes_raw;
+};
+
+int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
+		      const struct bdsnap_store_info *info);
+int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
+		     unsigned int len);
+void bdsnap_store_close(struct bdsnap_store *st, int error);
+unsigned int bdsnap_store_queued(struct bdsnap_store *st);
+int bdsnap_store_mkdir(const char *path);
+int bdsnap_store_check_dev(const char *dir, dev_t dev);
+
+/* registry.c: activated devices */
+/**
+ * struct bdsnap_device - one activated device.
+ * @node: in the registry list.
+ * @path: as given at activation.
+ * @key_type: BDSNAP_KEY_BDEV (match @dev) or BDSNAP_KEY_FILE (match the
+ *	loop backing file @file_sdev/@file_ino).
+ * @tracker: enum bdsnap_tracker.
+ * @flags: BDSNAP_ACT_*.
+ * @nr_sessions: sessions started since activation.
+ * @session: the open session (mounted), or NULL.
+ */
+struct bdsnap_device {
+	struct list_head node;
+	char *path;
+	u32 key_type;
+	dev_t dev;
+	dev_t file_sdev;
+	unsigned long file_ino;
+	u32 tracker;
+	u32 flags;
+	u64 nr_sessions;
+	struct bdsnap_session *session;
+};
+
+void bdsnap_registry_lock(void);
+void bdsnap_registry_unlock(void);
+int bdsnap_registry_add(const char *path, u32 tracker, u32 flags);
+int bdsnap_registry_remove(const char *path);
+struct bdsnap_device *bdsnap_registry_match(dev_t dev);
+int bdsnap_registry_list(struct bdsnap_dev_info *info, u32 capacity, u32 *count);
+void bdsnap_registry_done(void);
+
+/* session.c: one mount cycle of an activated device */
+/**
+ * struct bdsnap_session - pre-images of one mount cycle.
+ * @node: in the RCU list of open sessions, searched by the bio hook.
+ * @device: the activated device this session belongs to.
+ * @bdev: the mounted device, held open for reading pre-images.
+ * @nr_bytes: device size at mount.
+ * @ordered: BDSNAP_ACT_ORDERED.
+ * @devname: kernel name, e.g. "loop3".
+ * @dirname: session directory name under the store.
+ * @map: blocks whose pre-image is taken.
+ * @store: where pre-images go.
+ * @held_lock: protects @held.
+ * @held: write bios waiting for their pre-images.
+ * @nr_held: bios on @held or being processed by @read_work.
+ * @drain_wq: woken when @nr_held drops to zero.
+ * @read_work: reads pre-images for @held and releases the bios.
+ * @read_errors: pre-image reads that failed.
+ * @failed: pre-images can no longer be taken; writes pass untracked and
+ *	the session ends incomplete.
+ * @batch: the tracker's scratch space for @read_work.
+ */
+struct bdsnap_session {
+	struct list_head node;
+	struct bdsnap_device *device;
+	struct block_device *bdev;
+	u64 nr_bytes;
+	bool ordered;
+	char devname[BDSNAP_NAME_MAX];
+	char dirname[BDSNAP_SESSION_MAX];
+	struct bdsnap_blockmap map;
+	struct bdsnap_store store;
+	spinlock_t held_lock;
+	struct bio_list held;
+	atomic_t nr_held;
+	wait_queue_head_t drain_wq;
+	struct work_struct read_work;
+	atomic64_t read_errors;
+	bool failed;
+	struct bdsnap_bio_batch *batch;
+};
+
+extern char *bdsnap_store_dir;
+
+int bdsnap_session_begin(dev_t dev);
+void bdsnap_session_end(dev_t dev);
+struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev);
+int bdsnap_session_save(struct bdsnap_session *s, u64 block, struct page *page,
+			unsigned int len);
+unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block);
+
+/* hook.c: redirect a kernel function to a replacement with ftrace */
+/**
+ * struct bdsnap_hook - one redirected function.
+ * @ops: the ftrace callback registration.
+ * @target: entry of the hooked function.
+ * @replacement: our function with the same prototype.
+ * @may_sleep: the replacement sleeps, so it pins the module while it runs
+ *	(it then calls bdsnap_hook_leave()).
+ */
+struct bdsnap_hook {
+	struct ftrace_ops ops;
+	unsigned long target;
+	unsigned long replacement;
+	bool may_sleep;
+};
+
+int bdsnap_hook_install(struct bdsnap_hook *hook);
+void bdsnap_hook_remove(struct bdsnap_hook *hook);
+void bdsnap_hook_leave(void);
+
+/* mount.c: sessions start at mount, end at unmount */
+int bdsnap_mount_init(void);
+void bdsnap_mount_done(void);
+
+/* tracker_bio.c: V2, the block-layer tracker */
+int bdsnap_tracker_bio_init(void);
+void bdsnap_tracker_bio_done(void);
+int bdsnap_tracker_bio_start(struct bdsnap_session *s);
+void bdsnap_tracker_bio_stop(struct bdsnap_session *s);
+
+/* ctl.c: /dev/snap */
+int bdsnap_ctl_init(void);
+void bdsnap_ctl_done(void);
+int bdsnap_ctl_activate(const char *path, const char *password, u32 tracker, u32 flags);
+int bdsnap_ctl_deactivate(const char *path, const char *password);
+
+#endif /* BDSNAP_H */

@@ -1,0 +1,430 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The session store: a directory with an append-only "meta" text file and
+ * an append-only "blocks" log (format in include/uapi/bdsnap.h and
+ * docs/format.md).  Trackers hand in pre-images with bdsnap_store_add();
+ * a worker compresses them and appends them in large writes.  The number of
+ * queued pre-images is bounded: producers wait when the budget is used up.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME "-store: " fmt
+
+#include <linux/module.h>
+#include <linux/fs.h>
+#include <linux/file.h>
+#include <linux/namei.h>
+#include <linux/mount.h>
+#include <linux/slab.h>
+#include <linux/vmalloc.h>
+#include <linux/highmem.h>
+#include <linux/crc32.h>
+#include <linux/uuid.h>
+#include <linux/sched/mm.h>
+#include <linux/zlib.h>
+#include <linux/blkdev.h>
+#include "bdsnap.h"
+
+static unsigned int store_queue_max = 4096;
+module_param(store_queue_max, uint, 0444);
+MODULE_PARM_DESC(store_queue_max,
+		 "Pre-images (4 KiB each) queued in memory per session before writers wait (64..262144, default 4096)");
+
+#define BDSNAP_STORE_BUF_SIZE	(256 * 1024)
+/* a record never needs more than its header and a raw block */
+#define BDSNAP_RECORD_MAX	(sizeof(struct bdsnap_record) + BDSNAP_BLOCK_SIZE)
+
+/**
+ * struct bdsnap_preimage - a block's old content on its way to the log.
+ * @node: in bdsnap_store.queue.
+ * @block: block number.
+ * @len: valid bytes in @page.
+ * @page: the data; owned by the store once queued.
+ */
+struct bdsnap_preimage {
+	struct list_head node;
+	u64 block;
+	unsigned int len;
+	struct page *page;
+};
+
+static u32 bdsnap_crc32(const void *buf, size_t len)
+{
+	return ~crc32_le(~0U, buf, len);
+}
+
+int bdsnap_store_mkdir(const char *path)
+{
+	struct path parent;
+	struct dentry *dentry;
+	int ret;
+
+	dentry = kern_path_create(AT_FDCWD, path, &parent, LOOKUP_DIRECTORY);
+	if (IS_ERR(dentry)) {
+		ret = PTR_ERR(dentry);
+		return ret == -EEXIST ? 0 : ret;
+	}
+	ret = vfs_mkdir(mnt_user_ns(parent.mnt), d_inode(parent.dentry), dentry, 0700);
+	done_path_create(&parent, dentry);
+	return ret;
+}
+
+/**
+ * bdsnap_store_check_dev() - refuse a store that lives on the tracked device.
+ * @dir: store directory (it or an ancestor must exist).
+ * @dev: the tracked device.
+ *
+ * Saving a device's pre-images onto the device itself would overwrite the
+ * blocks being saved.
+ *
+ * Return: 0, -EXDEV when @dir is on @dev, or the path lookup error.
+ */
+int bdsnap_store_check_dev(const char *dir, dev_t dev)
+{
+	char *buf = kstrdup(dir, GFP_KERNEL);
+	struct path path;
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		char *slash;
+
+		ret = kern_path(buf, LOOKUP_FOLLOW, &path);
+		if (ret != -ENOENT)
+			break;
+		slash = strrchr(buf, '/');
+		if (!slash || slash == buf)
+			break;
+		*slash = '\0';
+	}
+	kfree(buf);
+	if (ret)
+		return ret;
+	if (path.mnt->mnt_sb->s_bdev && path.mnt->mnt_sb->s_bdev->bd_dev == dev)
+		ret = -EXDEV;
+	path_put(&path);
+	return ret;
+}
+
+static struct file *bdsnap_store_create(const char *dir, const char *name)
+{
+	char *path = kasprintf(GFP_KERNEL, "%s/%s", dir, name);
+	struct file *file;
+
+	if (!path)
+		return ERR_PTR(-ENOMEM);
+	file = filp_open(path, O_WRONLY | O_CREAT | O_EXCL | O_LARGEFILE, 0600);
+	kfree(path);
+	return file;
+}
+
+static int bdsnap_store_write(struct file *file, const void *buf, size_t len, loff_t *pos)
+{
+	ssize_t ret = kernel_write(file, buf, len, pos);
+
+	if (ret < 0)
+		return ret;
+	return ret == len ? 0 : -ENOSPC;
+}
+
+static __printf(2, 3) int bdsnap_store_meta(struct bdsnap_store *st, const char *fmt, ...)
+{
+	va_list args;
+	char *text;
+	int ret;
+
+	va_start(args, fmt);
+	text = kvasprintf(GFP_KERNEL, fmt, args);
+	va_end(args);
+	if (!text)
+		return -ENOMEM;
+	ret = bdsnap_store_write(st->meta, text, strlen(text), &st->meta_pos);
+	kfree(text);
+	return ret;
+}
+
+static void bdsnap_store_time(char *buf, size_t size)
+{
+	struct timespec64 ts;
+	struct tm tm;
+
+	ktime_get_real_ts64(&ts);
+	time64_to_tm(ts.tv_sec, 0, &tm);
+	snprintf(buf, size, "%04ld-%02d-%02dT%02d:%02d:%02d.%09ldZ",
+		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		 tm.tm_min, tm.tm_sec, ts.tv_nsec);
+}
+
+static int bdsnap_store_start(struct bdsnap_store *st, const struct bdsnap_store_info *info)
+{
+	struct bdsnap_store_header hdr = {};
+	char now[40];
+	u8 uuid[16];
+	int ret;
+
+	generate_random_uuid(uuid);
+	hdr.magic = cpu_to_le64(BDSNAP_STORE_MAGIC);
+	hdr.version = cpu_to_le32(BDSNAP_STORE_VERSION);
+	hdr.header_size = cpu_to_le32(sizeof(hdr));
+	hdr.block_size = cpu_to_le32(BDSNAP_BLOCK_SIZE);
+	hdr.device_size = cpu_to_le64(info->device_size);
+	memcpy(hdr.uuid, uuid, sizeof(uuid));
+	hdr.header_crc = cpu_to_le32(bdsnap_crc32(&hdr, offsetof(typeof(hdr), header_crc)));
+	ret = bdsnap_store_write(st->blocks, &hdr, sizeof(hdr), &st->pos);
+	if (ret)
+		return ret;
+
+	bdsnap_store_time(now, sizeof(now));
+	return bdsnap_store_meta(st,
+		"format=%u\nuuid=%16phN\npath=%s\ndevname=%s\ndevice_size=%llu\n"
+		"block_size=%u\ntracker=%s\nordered=%d\nstart=%s\nstate=open\n",
+		BDSNAP_STORE_VERSION, uuid, info->path, info->devname,
+		info->device_size, BDSNAP_BLOCK_SIZE, info->tracker,
+		info->ordered, now);
+}
+
+static void bdsnap_store_fail(struct bdsnap_store *st, int error)
+{
+	spin_lock(&st->lock);
+	if (!st->error) {
+		st->error = error;
+		pr_err("session store failed (error %d): session is incomplete, pre-images are dropped from now on\n",
+		       error);
+	}
+	spin_unlock(&st->lock);
+	wake_up_all(&st->space_wq);
+}
+
+static void bdsnap_store_flush_buf(struct bdsnap_store *st)
+{
+	int ret;
+
+	if (!st->buf_len)
+		return;
+	ret = bdsnap_store_write(st->blocks, st->buf, st->buf_len, &st->pos);
+	st->buf_len = 0;
+	if (ret)
+		bdsnap_store_fail(st, ret);
+}
+
+/* Append one record to the staging buffer; the buffer has room for it. */
+static void bdsnap_store_stage(struct bdsnap_store *st, struct bdsnap_preimage *pre)
+{
+	struct bdsnap_record *rec = (struct bdsnap_record *)(st->buf + st->buf_len);
+	u8 *payload = (u8 *)(rec + 1);
+	void *data = kmap_local_page(pre->page);
+	int stored;
+	u32 flags = BDSNAP_REC_ZLIB;
+
+	stored = bdsnap_deflate(&st->z, data, pre->len, payload, pre->len - 1);
+	if (stored < 0) {
+		memcpy(payload, data, pre->len);
+		stored = pre->len;
+		flags = 0;
+	}
+	rec->magic = cpu_to_le32(BDSNAP_RECORD_MAGIC);
+	rec->flags = cpu_to_le32(flags);
+	rec->block = cpu_to_le64(pre->block);
+	rec->raw_len = cpu_to_le32(pre->len);
+	rec->stored_len = cpu_to_le32(stored);
+	rec->data_crc = cpu_to_le32(bdsnap_crc32(data, pre->len));
+	rec->header_crc = cpu_to_le32(bdsnap_crc32(rec, offsetof(typeof(*rec), header_crc)));
+	kunmap_local(data);
+	st->buf_len += sizeof(*rec) + stored;
+	st->blocks_saved++;
+	st->bytes_raw += pre->len;
+}
+
+static void bdsnap_preimage_free(struct bdsnap_preimage *pre)
+{
+	__free_page(pre->page);
+	kfree(pre);
+}
+
+static void bdsnap_store_drain(struct bdsnap_store *st)
+{
+	unsigned int noio = memalloc_noio_save();
+
+	for (;;) {
+		struct bdsnap_preimage *pre;
+		int error;
+
+		spin_lock(&st->lock);
+		pre = list_first_entry_or_null(&st->queue, struct bdsnap_preimage, node);
+		if (pre)
+			list_del(&pre->node);
+		error = st->error;
+		spin_unlock(&st->lock);
+		if (!pre)
+			break;
+		if (!error) {
+			if (st->buf_len + BDSNAP_RECORD_MAX > BDSNAP_STORE_BUF_SIZE)
+				bdsnap_store_flush_buf(st);
+			bdsnap_store_stage(st, pre);
+		}
+		bdsnap_preimage_free(pre);
+		spin_lock(&st->lock);
+		st->queued--;
+		spin_unlock(&st->lock);
+		wake_up(&st->space_wq);
+	}
+	bdsnap_store_flush_buf(st);
+	memalloc_noio_restore(noio);
+}
+
+static void bdsnap_store_work(struct work_struct *work)
+{
+	bdsnap_store_drain(container_of(work, struct bdsnap_store, work));
+}
+
+/**
+ * bdsnap_store_open() - create a session directory and start its files.
+ * @st: zeroed store.
+ * @dir: the session directory to create.
+ * @info: what meta records about the session.
+ *
+ * Return: 0 or -errno (the directory is left behind on failure; it holds
+ * nothing a restore would use).
+ */
+int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
+		      const struct bdsnap_store_info *info)
+{
+	int ret;
+
+	spin_lock_init(&st->lock);
+	INIT_LIST_HEAD(&st->queue);
+	init_waitqueue_head(&st->space_wq);
+	INIT_WORK(&st->work, bdsnap_store_work);
+	store_queue_max = clamp(store_queue_max, 64U, 262144U);
+
+	ret = bdsnap_store_mkdir(dir);
+	if (ret)
+		return ret;
+	st->buf = kvmalloc(BDSNAP_STORE_BUF_SIZE, GFP_KERNEL);
+	if (!st->buf)
+		return -ENOMEM;
+	ret = bdsnap_deflate_init(&st->z);
+	if (ret)
+		goto fail_buf;
+	st->blocks = bdsnap_store_create(dir, "blocks");
+	if (IS_ERR(st->blocks)) {
+		ret = PTR_ERR(st->blocks);
+		goto fail_deflate;
+	}
+	st->meta = bdsnap_store_create(dir, "meta");
+	if (IS_ERR(st->meta)) {
+		ret = PTR_ERR(st->meta);
+		goto fail_blocks;
+	}
+	ret = bdsnap_store_start(st, info);
+	if (ret)
+		goto fail_meta;
+	return 0;
+
+fail_meta:
+	fput(st->meta);
+fail_blocks:
+	fput(st->blocks);
+fail_deflate:
+	bdsnap_deflate_done(&st->z);
+fail_buf:
+	kvfree(st->buf);
+	return ret;
+}
+
+/**
+ * bdsnap_store_add() - queue a pre-image for the log.
+ * @st: the store.
+ * @block: block number.
+ * @page: the data; the store owns and frees it, also on error.
+ * @len: valid bytes at the start of @page.
+ *
+ * Context: process, may sleep while the queue is at its budget.
+ * Return: 0, or the store's error (the pre-image is then dropped).
+ */
+int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
+		     unsigned int len)
+{
+	struct bdsnap_preimage *pre = kmalloc(sizeof(*pre), GFP_NOIO);
+	int ret;
+
+	if (!pre) {
+		__free_page(page);
+		bdsnap_store_fail(st, -ENOMEM);
+		return -ENOMEM;
+	}
+	pre->block = block;
+	pre->len = len;
+	pre->page = page;
+
+	wait_event(st->space_wq, READ_ONCE(st->queued) < store_queue_max ||
+				 READ_ONCE(st->error));
+	spin_lock(&st->lock);
+	ret = st->error;
+	if (!ret) {
+		list_add_tail(&pre->node, &st->queue);
+		st->queued++;
+	}
+	spin_unlock(&st->lock);
+	if (ret) {
+		bdsnap_preimage_free(pre);
+		return ret;
+	}
+	queue_work(system_unbound_wq, &st->work);
+	return 0;
+}
+
+unsigned int bdsnap_store_queued(struct bdsnap_store *st)
+{
+	return READ_ONCE(st->queued);
+}
+
+static const char *bdsnap_store_reason(int error)
+{
+	switch (error) {
+	case -ENOSPC:
+		return "ENOSPC";
+	case -EIO:
+		return "EIO";
+	case -ENOMEM:
+		return "ENOMEM";
+	case -EDQUOT:
+		return "EDQUOT";
+	case -EROFS:
+		return "EROFS";
+	default:
+		return "error";
+	}
+}
+
+/**
+ * bdsnap_store_close() - write everything queued, close the session.
+ * @st: the store; no producer may add any more.
+ * @error: an error the caller saw (a failed pre-image read), or 0.
+ *
+ * Every queued pre-image is written and the files are synced before meta
+ * says "complete".
+ */
+void bdsnap_store_close(struct bdsnap_store *st, int error)
+{
+	char now[40];
+	int ret;
+
+	flush_work(&st->work);
+	bdsnap_store_drain(st);
+	ret = vfs_fsync(st->blocks, 0);
+	if (ret)
+		bdsnap_store_fail(st, ret);
+	if (error)
+		bdsnap_store_fail(st, error);
+
+	bdsnap_store_time(now, sizeof(now));
+	bdsnap_store_meta(st, "blocks_saved=%llu\nbytes_raw=%llu\nbytes_stored=%lld\nerrors=%d\nend=%s\nstate=%s%s\n",
+			  st->blocks_saved, st->bytes_raw, st->pos, st->error ? 1 : 0, now,
+			  st->error ? "incomplete:" : "complete",
+			  st->error ? bdsnap_store_reason(st->error) : "");
+	vfs_fsync(st->meta, 0);
+	fput(st->meta);
+	fput(st->blocks);
+	bdsnap_deflate_done(&st->z);
+	kvfree(st->buf);
+}

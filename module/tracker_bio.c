@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * V2 tracker: the block layer.  submit_bio_noacct() is redirected; a bio
+ * that would change blocks whose pre-image is not yet taken (write,
+ * discard, write-zeroes, secure-erase) is held on its session and a worker:
+ *   1. gathers the unsaved blocks of all held bios (up to a batch),
+ *   2. reads them with its own bios, merged into runs and all in flight
+ *      together,
+ *   3. hands the pre-images to the store and marks the blocks saved,
+ *   4. resubmits every held bio whose blocks are now all saved.
+ * A write never reaches the device before its blocks' old content has been
+ * read.  Writes to blocks already saved pass straight through: one lockless
+ * bitmap test, no allocation.
+ *
+ * The hook runs in the submitter's context, which may hold current->bio_list
+ * (split remainders): reading there would only queue the read behind the
+ * write and deadlock, so all reading happens in the worker.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME "-bio: " fmt
+
+#include <linux/module.h>
+#include <linux/blkdev.h>
+#include <linux/bio.h>
+#include <linux/sort.h>
+#include <linux/slab.h>
+#include <linux/completion.h>
+#include "bdsnap.h"
+
+#define BDSNAP_BATCH_BLOCKS	256
+#define BDSNAP_RUN_BLOCKS	BIO_MAX_VECS
+
+/**
+ * struct bdsnap_bio_batch - scratch space of one session's worker.
+ * @blocks: unsaved blocks gathered from held bios, sorted.
+ * @pages: their pre-images.
+ * @reads: read bios in flight, one per run of adjacent blocks.
+ * @pending: reads not yet completed, plus one for the submitter.
+ * @done: completed when @pending drops to zero.
+ */
+struct bdsnap_bio_batch {
+	u64 blocks[BDSNAP_BATCH_BLOCKS];
+	struct page *pages[BDSNAP_BATCH_BLOCKS];
+	struct bio *reads[BDSNAP_BATCH_BLOCKS];
+	atomic_t pending;
+	struct completion done;
+};
+
+static struct workqueue_struct *bdsnap_bio_wq;
+
+static bool bdsnap_bio_changes_data(const struct bio *bio)
+{
+	switch (bio_op(bio)) {
+	case REQ_OP_WRITE:
+	case REQ_OP_DISCARD:
+	case REQ_OP_SECURE_ERASE:
+	case REQ_OP_WRITE_ZEROES:
+		return bio->bi_iter.bi_size != 0;
+	default:
+		return false;
+	}
+}
+
+/* The blocks a bio touches; a sub-block write touches the whole block. */
+static void bdsnap_bio_range(struct bio *bio, u64 *first, u64 *last)
+{
+	sector_t sector = bio->bi_iter.bi_sector;
+
+	/* split remainders come back already remapped to the whole disk */
+	if (bio_flagged(bio, BIO_REMAPPED))
+		sector -= bio->bi_bdev->bd_start_sect;
+	*first = sector / BDSNAP_SECTORS_PER_BLOCK;
+	*last = (sector + bio_sectors(bio) - 1) / BDSNAP_SECTORS_PER_BLOCK;
+}
+
+static bool bdsnap_bio_hold(struct bio *bio)
+{
+	struct bdsnap_session *s;
+	bool held = false;
+	unsigned long flags;
+	u64 first, last;
+
+	if (!bdsnap_bio_changes_data(bio))
+		return false;
+	rcu_read_lock();
+	s = bdsnap_session_find_rcu(bio->bi_bdev);
+	if (s && !READ_ONCE(s->failed)) {
+		bdsnap_bio_range(bio, &first, &last);
+		if (!bdsnap_blockmap_all_set(&s->map, first, last)) {
+			atomic_inc(&s->nr_held);
+			spin_lock_irqsave(&s->held_lock, flags);
+			bio_list_add(&s->held, bio);
+			spin_unlock_irqrestore(&s->held_lock, flags);
+			queue_work(bdsnap_bio_wq, &s->read_work);
+			held = true;
+		}
+	}
+	rcu_read_unlock();
+	return held;
+}
+
+static void bdsnap_submit_bio_noacct(struct bio *bio)
+{
+	if (!bdsnap_bio_hold(bio))
+		submit_bio_noacct(bio);
+}
+
+static struct bdsnap_hook bdsnap_bio_hook = {
+	.target = (unsigned long)submit_bio_noacct,
+	.replacement = (unsigned long)bdsnap_submit_bio_noacct,
+};
+
+static int bdsnap_u64_cmp(const void *a, const void *b)
+{
+	u64 x = *(const u64 *)a, y = *(const u64 *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Collect up to a batch of distinct unsaved blocks of the held bios. */
+static unsigned int bdsnap_bio_gather(struct bdsnap_session *s, struct bio_list *held,
+				      u64 *blocks)
+{
+	unsigned int n = 0, i, unique;
+	struct bio *bio;
+
+	bio_list_for_each(bio, held) {
+		u64 first, last, block;
+
+		bdsnap_bio_range(bio, &first, &last);
+		block = bdsnap_blockmap_next_clear(&s->map, first, last);
+		while (block <= last && n < BDSNAP_BATCH_BLOCKS) {
+			blocks[n++] = block;
+			block = bdsnap_blockmap_next_clear(&s->map, block + 1, last);
+		}
+		if (n == BDSNAP_BATCH_BLOCKS)
+			break;
+	}
+	sort(blocks, n, sizeof(*blocks), bdsnap_u64_cmp, NULL);
+	for (i = 0, unique = 0; i < n; i++)
+		if (!unique || blocks[unique - 1] != blocks[i])
+			blocks[unique++] = blocks[i];
+	return unique;
+}
+
+static void bdsnap_bio_read_end(struct bio *bio)
+{
+	struct bdsnap_bio_batch *batch = bio->bi_private;
+
+	if (atomic_dec_and_test(&batch->pending))
+		complete(&batch->done);
+}
+
+/* Start reading blocks[start, start + len), adjacent on the device. */
+static int bdsnap_bio_read_run(struct bdsnap_session *s, struct bdsnap_bio_batch *batch,
+			       unsigned int start, unsigned int len)
+{
+	struct bio *bio;
+	unsigned int i;
+
+	bio = bio_alloc(s->bdev, len, REQ_OP_READ, GFP_NOIO);
+	bio->bi_iter.bi_sector = batch->blocks[start] * BDSNAP_SECTORS_PER_BLOCK;
+	bio->bi_private = batch;
+	bio->bi_end_io = bdsnap_bio_read_end;
+	for (i = start; i < start + len; i++) {
+		unsigned int bytes = bdsnap_session_block_len(s, batch->blocks[i]);
+
+		batch->pages[i] = alloc_page(GFP_NOIO);
+		if (!batch->pages[i] || bio_add_page(bio, batch->pages[i], bytes, 0) != bytes) {
+			bio_put(bio);
+			return -ENOMEM;
+		}
+	}
+	batch->reads[start] = bio;
+	atomic_inc(&batch->pending);
+	submit_bio(bio);
+	return 0;
+}
+
+static void bdsnap_bio_fail(struct bdsnap_session *s, int error)
+{
+	if (!READ_ONCE(s->failed))
+		pr_err("%s: cannot take pre-images (error %d): session %s is incomplete\n",
+		       s->devname, error, s->dirname);
+	atomic64_inc(&s->read_errors);
+	WRITE_ONCE(s->failed, true);
+}
+
+/* Read the old content of @n sorted blocks and hand it to the session. */
+static void bdsnap_bio_save(struct bdsnap_session *s, struct bdsnap_bio_batch *batch,
+			    unsigned int n)
+{
+	unsigned int i, run;
+	int error = 0;
+
+	memset(batch->pages, 0, sizeof(batch->pages[0]) * n);
+	memset(batch->reads, 0, sizeof(batch->reads[0]) * n);
+	atomic_set(&batch->pending, 1);
+	reinit_completion(&batch->done);
+	for (i = 0; i < n; i += run) {
+		for (run = 1; i + run < n && run < BDSNAP_RUN_BLOCKS; run++)
+			if (batch->blocks[i + run] != batch->blocks[i] + run)
+				break;
+		if (bdsnap_bio_read_run(s, batch, i, run)) {
+			error = -ENOMEM;
+			break;
+		}
+	}
+	if (!atomic_dec_and_test(&batch->pending))
+		wait_for_completion(&batch->done);
+
+	for (i = 0; i < n; i++) {
+		struct bio *read = batch->reads[i];
+		u64 block = batch->blocks[i];
+
+		if (read) {
+			if (read->bi_status)
+				error = blk_status_to_errno(read->bi_status);
+			bio_put(read);
+		}
+		if (!batch->pages[i])
+			continue;
+		if (error) {
+			__free_page(batch->pages[i]);
+			continue;
+		}
+		if (bdsnap_session_save(s, block, batch->pages[i],
+					bdsnap_session_block_len(s, block)))
+			error = -EIO;
+	}
+	if (error)
+		bdsnap_bio_fail(s, error);
+}
+
+/* Resubmit the held bios whose blocks are all saved; keep the others. */
+static void bdsnap_bio_release(struct bdsnap_session *s, struct bio_list *held)
+{
+	bool failed = READ_ONCE(s->failed);
+	struct bio_list keep;
+	struct bio *bio;
+
+	bio_list_init(&keep);
+	while ((bio = bio_list_pop(held))) {
+		u64 first, last;
+
+		bdsnap_bio_range(bio, &first, &last);
+		if (!failed && !bdsnap_blockmap_all_set(&s->map, first, last)) {
+			bio_list_add(&keep, bio);
+			continue;
+		}
+		submit_bio_noacct(bio);
+		if (atomic_dec_and_test(&s->nr_held))
+			wake_up(&s->drain_wq);
+	}
+	*held = keep;
+}
+
+static void bdsnap_bio_read_work(struct work_struct *work)
+{
+	struct bdsnap_session *s = container_of(work, struct bdsnap_session, read_work);
+	struct bio_list held;
+
+	bio_list_init(&held);
+	for (;;) {
+		unsigned int n;
+
+		spin_lock_irq(&s->held_lock);
+		bio_list_merge(&held, &s->held);
+		bio_list_init(&s->held);
+		spin_unlock_irq(&s->held_lock);
+		if (bio_list_empty(&held))
+			break;
+		n = bdsnap_bio_gather(s, &held, s->batch->blocks);
+		if (n && !READ_ONCE(s->failed))
+			bdsnap_bio_save(s, s->batch, n);
+		bdsnap_bio_release(s, &held);
+	}
+}
+
+int bdsnap_tracker_bio_start(struct bdsnap_session *s)
+{
+	s->batch = kzalloc(sizeof(*s->batch), GFP_KERNEL);
+	if (!s->batch)
+		return -ENOMEM;
+	init_completion(&s->batch->done);
+	INIT_WORK(&s->read_work, bdsnap_bio_read_work);
+	return 0;
+}
+
+/* Context: the session is no longer visible to the hook. */
+void bdsnap_tracker_bio_stop(struct bdsnap_session *s)
+{
+	wait_event(s->drain_wq, !atomic_read(&s->nr_held));
+	flush_work(&s->read_work);
+	kfree(s->batch);
+	s->batch = NULL;
+}
+
+int bdsnap_tracker_bio_init(void)
+{
+	int ret;
+
+	/* writeback under memory pressure must make progress through us */
+	bdsnap_bio_wq = alloc_workqueue("bdsnap_bio", WQ_MEM_RECLAIM | WQ_UNBOUND, 0);
+	if (!bdsnap_bio_wq)
+		return -ENOMEM;
+	ret = bdsnap_hook_install(&bdsnap_bio_hook);
+	if (ret)
+		destroy_workqueue(bdsnap_bio_wq);
+	return ret;
+}
+
+void bdsnap_tracker_bio_done(void)
+{
+	bdsnap_hook_remove(&bdsnap_bio_hook);
+	/* no task may still run the replacement when the module text goes */
+	synchronize_rcu_tasks();
+	destroy_workqueue(bdsnap_bio_wq);
+}
