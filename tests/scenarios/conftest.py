@@ -1,0 +1,179 @@
+"""Fixtures for scenarios that run inside the test guest (tests/vm/run.py).
+
+Every fixture cleans up after itself (unmount, detach, deactivate, rmmod), so
+a failing test leaves the next one a clean kernel; rmmod at the end of every
+test also proves that no session or reference leaked.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+
+import bdsnap_uapi as uapi  # noqa: E402
+
+PASSWORD = "bdsnap-test-password"
+CLI = REPO / "cli" / "bdsnap"
+MODULE = REPO / "module" / "bdsnap.ko"
+STORE = Path("/snapshot")
+
+
+def sh(cmd, check=True, input=None):
+    """Run a shell command; on failure raise with its output."""
+    res = subprocess.run(cmd, shell=True, text=True, input=input,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if check and res.returncode:
+        raise AssertionError(f"`{cmd}` exited {res.returncode}:\n{res.stdout}")
+    return res
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bdsnap_cli(*args, check=True, password=None):
+    """The bdsnap CLI; a password goes through --password-fd 0, never argv."""
+    cmd = [str(CLI), *map(str, args)]
+    if password is not None:
+        cmd += ["--password-fd", "0"]
+    res = subprocess.run(cmd, text=True, input=(password + "\n") if password else None,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if check and res.returncode:
+        raise AssertionError(f"{cmd} exited {res.returncode}:\n{res.stdout}{res.stderr}")
+    return res
+
+
+def sessions():
+    """Session directories in the store, oldest first."""
+    if not STORE.exists():
+        return []
+    return sorted((p for p in STORE.iterdir() if p.is_dir()), key=lambda p: p.name.split("_")[-1])
+
+
+def meta(session):
+    """meta as a dict, later lines overriding earlier ones (docs/format.md)."""
+    out = {}
+    for line in (Path(session) / "meta").read_text().splitlines():
+        key, _, value = line.partition("=")
+        out[key] = value
+    return out
+
+
+@pytest.fixture(scope="session")
+def guest():
+    if not os.environ.get("BDSNAP_GUEST"):
+        pytest.skip("kernel scenarios run only inside the test guest (tests/vm/run.py)")
+    sh("modprobe loop")
+    sh("modprobe ext4")
+
+
+class Module:
+    """bdsnap.ko loaded with given parameters; unloaded (and checked) at teardown."""
+
+    def __init__(self, **params):
+        self.params = {"password": PASSWORD, "auth_fail_delay_ms": 20, **params}
+        args = " ".join(f"{k}={v}" for k, v in self.params.items())
+        sh(f"insmod {MODULE} {args}")
+
+    def unload(self):
+        sh("rmmod bdsnap")
+
+
+@pytest.fixture
+def load_bdsnap(guest):
+    loaded = []
+
+    def load(**params):
+        mod = Module(**params)
+        loaded.append(mod)
+        return mod
+
+    yield load
+    for mod in loaded:
+        mod.unload()
+
+
+@pytest.fixture
+def bdsnap(load_bdsnap):
+    return load_bdsnap()
+
+
+class Disk:
+    """An image file, optionally attached to a loop device and mounted."""
+
+    def __init__(self, path, size_mb):
+        self.image = Path(path)
+        self.loop = None
+        self.mnt = None
+        self.active = None
+        sh(f"truncate -s {size_mb}M {self.image}")
+
+    def mkfs_ext4(self, *opts):
+        sh(f"mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 {' '.join(opts)} {self.image}")
+        return self
+
+    def attach(self, partscan=False):
+        self.loop = sh(f"losetup -f --show {'-P' if partscan else ''} {self.image}").stdout.strip()
+        return self.loop
+
+    def detach(self):
+        if self.loop:
+            sh(f"losetup -d {self.loop}")
+            self.loop = None
+
+    def mount(self, dev=None, mnt=None, fstype="ext4"):
+        self.mnt = Path(mnt or f"/mnt/{self.image.stem}")
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        sh(f"mount -t {fstype} {dev or self.loop} {self.mnt}")
+        return self.mnt
+
+    def umount(self):
+        if self.mnt:
+            sh(f"umount {self.mnt}")
+            self.mnt = None
+
+    def activate(self, path=None, **kw):
+        self.active = str(path or self.image)
+        uapi.activate(self.active, PASSWORD, **kw)
+
+    def deactivate(self):
+        if self.active:
+            uapi.deactivate(self.active, PASSWORD)
+            self.active = None
+
+    def cleanup(self):
+        for step in (self.umount, self.deactivate, self.detach):
+            try:
+                step()
+            except Exception as exc:  # keep cleaning; report at the end
+                print(f"cleanup of {self.image}: {exc}")
+        self.image.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def make_disk(guest, tmp_path):
+    disks = []
+
+    def make(name="disk", size_mb=64):
+        disk = Disk(tmp_path / f"{name}.img", size_mb)
+        disks.append(disk)
+        return disk
+
+    yield make
+    for disk in reversed(disks):
+        disk.cleanup()
+
+
+def restore(session, target, *extra):
+    """Restore with the CLI and return its output."""
+    return bdsnap_cli("restore", session, "--to", target, *extra).stdout
