@@ -1,0 +1,110 @@
+#!/bin/busybox sh
+# PID 1 of the bdsnap test guest (booted by tests/vm/run.py), in two stages.
+#
+# Stage 1 runs from the initramfs under busybox: load the 9p/overlay modules
+# (none is built into Debian's kernel), mount the host root read-only over 9p
+# with a tmpfs overlay on top (so the guest can create /snapshot and the like),
+# then switch_root into it. PID 1 itself must switch: the kernel's module
+# autoload helper resolves /sbin/modprobe against PID 1's root, so if only a
+# child chrooted, `mount -t ext4` would fail with "unknown filesystem type".
+#
+# Stage 2 runs in the new root under the host's /bin/sh: mount the scratch file
+# systems and the results share, run the command with its output on ttyS1
+# (streamed live by the runner; the kernel console is ttyS0), record exit status,
+# taint and dmesg in /results, and report the status through isa-debug-exit.
+# The runner trusts a result only if /results/exit exists: qemu's own errors
+# also exit with an odd status.
+#
+# Runs under both busybox ash and dash: plain POSIX sh only.
+
+say() { echo "bdsnap-vm: $*"; }
+
+# qemu exits with (byte << 1) | 1. 126 = setup failure of this script.
+guest_exit() {
+	printf "\\$(printf %o "$1")" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
+	say "cannot write the exit port; powering off"
+	echo o >/proc/sysrq-trigger
+	sleep 5
+}
+
+fail() {
+	say "init failed: $*"
+	guest_exit 126
+}
+
+stage1() {
+	/bin/busybox --install -s /bin
+	export PATH=/bin
+	mkdir -p /proc /sys /dev /lower /ovl /newroot
+	mount -t proc proc /proc || fail "mount /proc"
+	mount -t sysfs sysfs /sys || fail "mount /sys"
+	mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
+	# modules.list is in dependency order (computed by run.py from modules.dep).
+	for m in $(cat /modules.list); do
+		insmod "/modules/$m" || fail "insmod $m"
+	done
+	mount -t 9p -o ro,trans=virtio,version=9p2000.L,cache=loose,msize=262144 \
+		hostroot /lower || fail "mount 9p hostroot"
+	mount -t tmpfs -o mode=0755 tmpfs /ovl || fail "mount /ovl"
+	mkdir -p /ovl/upper /ovl/work
+	mount -t overlay overlay -o lowerdir=/lower,upperdir=/ovl/upper,workdir=/ovl/work \
+		/newroot || fail "mount overlay root"
+	# The new root has no copy of this script: put one in the overlay's upper layer.
+	cp /init /newroot/.bdsnap-init || fail "copy init"
+	for d in dev proc sys; do
+		mount --move "/$d" "/newroot/$d" || fail "move /$d"
+	done
+	exec switch_root /newroot /bin/sh /.bdsnap-init stage2
+	fail "switch_root"
+}
+
+stage2() {
+	export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+	mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "mount /tmp"
+	mount -t tmpfs -o mode=0755 tmpfs /run || fail "mount /run"
+	mount -t tmpfs -o mode=0700 tmpfs /root || fail "mount /root"
+	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+	mkdir -p /results
+	# cache=none: every write reaches the host at once, even if we crash later.
+	mount -t 9p -o trans=virtio,version=9p2000.L,cache=none results /results ||
+		fail "mount 9p results"
+	# vm.env sets BDSNAP_REPO and BDSNAP_NDISKS (written by run.py).
+	. /results/vm.env || fail "read /results/vm.env"
+	taint0=$(cat /proc/sys/kernel/tainted)
+	if [ "$BDSNAP_NDISKS" -gt 0 ]; then
+		modprobe virtio_blk || fail "modprobe virtio_blk"
+		# No udev: devtmpfs creates the nodes once the disks are probed.
+		n=0
+		while [ "$(ls /dev | grep -c '^vd[a-z]*$')" -lt "$BDSNAP_NDISKS" ]; do
+			n=$((n + 1))
+			[ $n -gt 100 ] && fail "virtio disks did not appear"
+			sleep 0.1
+		done
+	fi
+	# Raw: no \n -> \r\n translation, no echo. The settings outlive this open.
+	stty -F /dev/ttyS1 raw -echo || fail "stty ttyS1"
+	cd "$BDSNAP_REPO" || fail "cd $BDSNAP_REPO"
+	say "running command"
+	# The subshell is the only opener of ttyS1, so its exit (last close) waits
+	# until the UART has sent everything: no output is lost to the poweroff.
+	(
+		exec env -i BDSNAP_GUEST=1 BDSNAP_RESULTS=/results \
+			PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+			PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8 TERM=dumb \
+			/bin/sh /results/cmd.sh
+	) </dev/null >/dev/ttyS1 2>&1
+	rc=$?
+	taint1=$(cat /proc/sys/kernel/tainted)
+	dmesg >/results/dmesg.txt
+	echo "rc=$rc taint_boot=$taint0 taint_end=$taint1" >/results/exit
+	sync
+	say "done rc=$rc taint_boot=$taint0 taint_end=$taint1" >/dev/kmsg
+	[ "$rc" -gt 127 ] && rc=127
+	guest_exit "$rc"
+}
+
+if [ "$1" = stage2 ]; then
+	stage2
+else
+	stage1
+fi
