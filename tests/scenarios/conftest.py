@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO / "tests" / "lib"))
 import bdsnap_uapi as uapi  # noqa: E402
 
 PASSWORD = "bdsnap-test-password"
-CLI = REPO / "cli" / "bdsnap"
+CLI = Path(os.environ.get("BDSNAP_CLI", REPO / "cli" / "bdsnap"))
 MODULE = REPO / "module" / "bdsnap.ko"
 STORE = Path("/snapshot")
 
