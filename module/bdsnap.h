@@ -14,6 +14,7 @@
 #include <linux/wait.h>
 #include <linux/xarray.h>
 #include <linux/ftrace.h>
+#include <linux/llist.h>
 #include <uapi/bdsnap.h>
 
 struct block_device;
@@ -137,11 +138,28 @@ struct bdsnap_device *bdsnap_registry_match(dev_t dev);
 int bdsnap_registry_list(struct bdsnap_dev_info *info, u32 capacity, u32 *count);
 void bdsnap_registry_done(void);
 
+/**
+ * struct bdsnap_tracker_ops - what a tracker does for a session.
+ * @name: as in meta's "tracker" key.
+ * @start: prepare a new session, before it becomes visible to the hooks.
+ * @stop: the session is no longer visible to the hooks: hand every
+ *	pre-image still in flight to the store.
+ */
+struct bdsnap_tracker_ops {
+	const char *name;
+	int (*start)(struct bdsnap_session *s);
+	void (*stop)(struct bdsnap_session *s);
+};
+
+extern const struct bdsnap_tracker_ops bdsnap_tracker_bio_ops;
+extern const struct bdsnap_tracker_ops bdsnap_tracker_vfs_ops;
+
 /* session.c: one mount cycle of an activated device */
 /**
  * struct bdsnap_session - pre-images of one mount cycle.
  * @node: in the RCU list of open sessions, searched by the bio hook.
  * @device: the activated device this session belongs to.
+ * @ops: the tracker.
  * @bdev: the mounted device, held open for reading pre-images.
  * @nr_bytes: device size at mount.
  * @ordered: BDSNAP_ACT_ORDERED.
@@ -157,11 +175,16 @@ void bdsnap_registry_done(void);
  * @read_errors: pre-image reads that failed.
  * @failed: pre-images can no longer be taken; writes pass untracked and
  *	the session ends incomplete.
- * @batch: the tracker's scratch space for @read_work.
+ * @batch: the bio tracker's scratch space for @read_work.
+ * @vfs_lock: the vfs tracker's lock around copying a block once.
+ * @vfs_copies: pre-images copied by vfs probe handlers.
+ * @vfs_work: moves @vfs_copies to the store.
+ * @vfs_missed: probe misses counted when the session started.
  */
 struct bdsnap_session {
 	struct list_head node;
 	struct bdsnap_device *device;
+	const struct bdsnap_tracker_ops *ops;
 	struct block_device *bdev;
 	u64 nr_bytes;
 	bool ordered;
@@ -177,13 +200,18 @@ struct bdsnap_session {
 	atomic64_t read_errors;
 	bool failed;
 	struct bdsnap_bio_batch *batch;
+	spinlock_t vfs_lock;
+	struct llist_head vfs_copies;
+	struct work_struct vfs_work;
+	unsigned long vfs_missed;
 };
 
 extern char *bdsnap_store_dir;
 
-int bdsnap_session_begin(dev_t dev);
+int bdsnap_session_begin(dev_t dev, const char *fstype);
 void bdsnap_session_end(dev_t dev);
-struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev);
+struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
+					       const struct bdsnap_tracker_ops *ops);
 int bdsnap_session_save(struct bdsnap_session *s, u64 block, struct page *page,
 			unsigned int len);
 unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block);
@@ -215,8 +243,10 @@ void bdsnap_mount_done(void);
 /* tracker_bio.c: V2, the block-layer tracker */
 int bdsnap_tracker_bio_init(void);
 void bdsnap_tracker_bio_done(void);
-int bdsnap_tracker_bio_start(struct bdsnap_session *s);
-void bdsnap_tracker_bio_stop(struct bdsnap_session *s);
+
+/* tracker_vfs.c: V1, vfs_write + buffer heads */
+int bdsnap_tracker_vfs_init(void);
+void bdsnap_tracker_vfs_done(void);
 
 /* ctl.c: /dev/snap */
 int bdsnap_ctl_init(void);

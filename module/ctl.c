@@ -56,7 +56,7 @@ static int bdsnap_check_tracker(u32 tracker, u32 flags)
 	case BDSNAP_TRACKER_BIO:
 		break;
 	case BDSNAP_TRACKER_VFS:
-		return -EOPNOTSUPP;	/* not built yet */
+		break;
 	default:
 		return -EINVAL;
 	}
@@ -164,7 +164,7 @@ static long bdsnap_ioctl_version(void __user *arg)
 		.minor = BDSNAP_VERSION_MINOR,
 		.patch = BDSNAP_VERSION_PATCH,
 		.store_format = BDSNAP_STORE_VERSION,
-		.features = BDSNAP_FEAT_TRACKER_BIO,
+		.features = BDSNAP_FEAT_TRACKER_BIO | BDSNAP_FEAT_TRACKER_VFS,
 		.block_size = BDSNAP_BLOCK_SIZE,
 	};
 	u32 usize;

@@ -24,9 +24,12 @@ static int __init bdsnap_init(void)
 	ret = bdsnap_tracker_bio_init();
 	if (ret)
 		goto fail_auth;
-	ret = bdsnap_mount_init();
+	ret = bdsnap_tracker_vfs_init();
 	if (ret)
 		goto fail_bio;
+	ret = bdsnap_mount_init();
+	if (ret)
+		goto fail_vfs;
 	ret = bdsnap_ctl_init();
 	if (ret)
 		goto fail_mount;
@@ -36,6 +39,8 @@ static int __init bdsnap_init(void)
 
 fail_mount:
 	bdsnap_mount_done();
+fail_vfs:
+	bdsnap_tracker_vfs_done();
 fail_bio:
 	bdsnap_tracker_bio_done();
 fail_auth:
@@ -47,6 +52,7 @@ static void __exit bdsnap_exit(void)
 {
 	bdsnap_ctl_done();
 	bdsnap_mount_done();
+	bdsnap_tracker_vfs_done();
 	bdsnap_tracker_bio_done();
 	bdsnap_registry_done();
 	bdsnap_auth_done();

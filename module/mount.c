@@ -16,11 +16,11 @@
 #include "bdsnap.h"
 
 /* Return: whether this call started a session for @name's device. */
-static int bdsnap_mount_begin(const char *name, dev_t *dev)
+static int bdsnap_mount_begin(const char *name, struct file_system_type *type, dev_t *dev)
 {
 	if (!name || lookup_bdev(name, dev))
 		return 0;
-	return bdsnap_session_begin(*dev);
+	return bdsnap_session_begin(*dev, type->name);
 }
 
 static void bdsnap_mount_failed(int started, dev_t dev)
@@ -34,7 +34,7 @@ static int bdsnap_get_tree_bdev(struct fs_context *fc,
 				int (*fill_super)(struct super_block *, struct fs_context *))
 {
 	dev_t dev = 0;
-	int started = bdsnap_mount_begin(fc->source, &dev);
+	int started = bdsnap_mount_begin(fc->source, fc->fs_type, &dev);
 	int ret = started;
 
 	if (started >= 0) {
@@ -51,7 +51,7 @@ static struct dentry *bdsnap_mount_bdev(struct file_system_type *fs_type, int fl
 					int (*fill_super)(struct super_block *, void *, int))
 {
 	dev_t dev = 0;
-	int started = bdsnap_mount_begin(dev_name, &dev);
+	int started = bdsnap_mount_begin(dev_name, fs_type, &dev);
 	struct dentry *root = ERR_PTR(started);
 
 	if (started >= 0) {

@@ -26,16 +26,18 @@ static LIST_HEAD(bdsnap_sessions);
 /**
  * bdsnap_session_find_rcu() - the open session of a block device.
  * @bdev: the device a bio is for.
+ * @ops: the tracker asking: each tracker only sees its own sessions.
  *
  * Context: rcu_read_lock() held; the session stays valid until it is
  * dropped.
  */
-struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev)
+struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
+					       const struct bdsnap_tracker_ops *ops)
 {
 	struct bdsnap_session *s;
 
 	list_for_each_entry_rcu(s, &bdsnap_sessions, node)
-		if (s->bdev == bdev)
+		if (s->bdev == bdev && s->ops == ops)
 			return s;
 	return NULL;
 }
@@ -75,9 +77,18 @@ int bdsnap_session_save(struct bdsnap_session *s, u64 block, struct page *page,
 	return bdsnap_blockmap_set(&s->map, block, GFP_NOIO) ?: ret;
 }
 
-static const char *bdsnap_tracker_name(u32 tracker)
+static const struct bdsnap_tracker_ops *bdsnap_tracker_ops(u32 tracker)
 {
-	return tracker == BDSNAP_TRACKER_VFS ? "vfs" : "bio";
+	return tracker == BDSNAP_TRACKER_VFS ? &bdsnap_tracker_vfs_ops : &bdsnap_tracker_bio_ops;
+}
+
+/*
+ * V1 sees only what goes through vfs_write and buffer heads: it is exact
+ * only on a file system that modifies blocks nowhere else.
+ */
+static bool bdsnap_vfs_tracks_exactly(const char *fstype)
+{
+	return fstype && !strcmp(fstype, "singlefilefs");
 }
 
 static char *bdsnap_session_dir(struct bdsnap_session *s)
@@ -97,7 +108,7 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 {
 	struct bdsnap_store_info info = {
 		.path = d->path,
-		.tracker = bdsnap_tracker_name(d->tracker),
+		.tracker = bdsnap_tracker_ops(d->tracker)->name,
 		.ordered = d->flags & BDSNAP_ACT_ORDERED,
 	};
 	struct bdsnap_session *s;
@@ -108,6 +119,7 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 	if (!s)
 		return ERR_PTR(-ENOMEM);
 	s->device = d;
+	s->ops = bdsnap_tracker_ops(d->tracker);
 	s->ordered = info.ordered;
 	bdsnap_blockmap_init(&s->map);
 	spin_lock_init(&s->held_lock);
@@ -120,9 +132,6 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 		goto fail_free;
 	}
 	s->nr_bytes = bdev_nr_bytes(s->bdev);
-	ret = bdsnap_tracker_bio_start(s);
-	if (ret)
-		goto fail_bdev;
 	snprintf(s->devname, sizeof(s->devname), "%pg", s->bdev);
 
 	ret = bdsnap_store_mkdir(bdsnap_store_dir);
@@ -138,14 +147,18 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 	}
 	info.devname = s->devname;
 	info.device_size = s->nr_bytes;
-	ret = bdsnap_store_open(&s->store, dir, &info);
+	ret = s->ops->start(s);
+	if (!ret) {
+		ret = bdsnap_store_open(&s->store, dir, &info);
+		if (ret)
+			s->ops->stop(s);
+	}
 	kfree(dir);
 	if (ret)
 		goto fail_bdev;
 	return s;
 
 fail_bdev:
-	kfree(s->batch);
 	blkdev_put(s->bdev, FMODE_READ);
 fail_free:
 	kfree(s);
@@ -155,13 +168,15 @@ fail_free:
 /**
  * bdsnap_session_begin() - start a session if @dev is activated.
  * @dev: the device being mounted.
+ * @fstype: the file system type being mounted.
  *
  * Context: process, in the mount path, before the file system writes.
  * Return: 1 when a session was started, 0 when none is needed (not
  * activated, or already mounted), -errno when the mount must fail because
- * its snapshot could not be set up.
+ * its snapshot could not be set up: -EOPNOTSUPP when the device's tracker
+ * cannot track this file system exactly, or the store's error.
  */
-int bdsnap_session_begin(dev_t dev)
+int bdsnap_session_begin(dev_t dev, const char *fstype)
 {
 	struct bdsnap_session *s;
 	struct bdsnap_device *d;
@@ -171,6 +186,12 @@ int bdsnap_session_begin(dev_t dev)
 	d = bdsnap_registry_match(dev);
 	if (!d || d->session)
 		goto out;
+	if (d->tracker == BDSNAP_TRACKER_VFS && !bdsnap_vfs_tracks_exactly(fstype)) {
+		ret = -EOPNOTSUPP;
+		pr_err("%s: the vfs tracker cannot track %s exactly: mount refused (activate with the bio tracker)\n",
+		       d->path, fstype);
+		goto out;
+	}
 	s = bdsnap_session_create(d, dev);
 	if (IS_ERR(s)) {
 		ret = PTR_ERR(s);
@@ -217,7 +238,7 @@ void bdsnap_session_end(dev_t dev)
 
 	/* after this no bio hook can see the session: only held bios remain */
 	synchronize_rcu();
-	bdsnap_tracker_bio_stop(s);
+	s->ops->stop(s);
 	error = atomic64_read(&s->read_errors) ? -EIO : 0;
 	bdsnap_store_close(&s->store, error);
 	pr_info("session %s ended, %llu blocks saved\n", s->dirname,

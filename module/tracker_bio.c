@@ -82,7 +82,7 @@ static bool bdsnap_bio_hold(struct bio *bio)
 	if (!bdsnap_bio_changes_data(bio))
 		return false;
 	rcu_read_lock();
-	s = bdsnap_session_find_rcu(bio->bi_bdev);
+	s = bdsnap_session_find_rcu(bio->bi_bdev, &bdsnap_tracker_bio_ops);
 	if (s && !READ_ONCE(s->failed)) {
 		bdsnap_bio_range(bio, &first, &last);
 		if (!bdsnap_blockmap_all_set(&s->map, first, last)) {
@@ -276,7 +276,7 @@ static void bdsnap_bio_read_work(struct work_struct *work)
 	}
 }
 
-int bdsnap_tracker_bio_start(struct bdsnap_session *s)
+static int bdsnap_tracker_bio_start(struct bdsnap_session *s)
 {
 	s->batch = kzalloc(sizeof(*s->batch), GFP_KERNEL);
 	if (!s->batch)
@@ -287,13 +287,19 @@ int bdsnap_tracker_bio_start(struct bdsnap_session *s)
 }
 
 /* Context: the session is no longer visible to the hook. */
-void bdsnap_tracker_bio_stop(struct bdsnap_session *s)
+static void bdsnap_tracker_bio_stop(struct bdsnap_session *s)
 {
 	wait_event(s->drain_wq, !atomic_read(&s->nr_held));
 	flush_work(&s->read_work);
 	kfree(s->batch);
 	s->batch = NULL;
 }
+
+const struct bdsnap_tracker_ops bdsnap_tracker_bio_ops = {
+	.name = "bio",
+	.start = bdsnap_tracker_bio_start,
+	.stop = bdsnap_tracker_bio_stop,
+};
 
 int bdsnap_tracker_bio_init(void)
 {
