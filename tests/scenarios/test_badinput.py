@@ -145,9 +145,17 @@ def test_store_on_tracked_device_is_refused(load_bdsnap, make_disk):
     expect_errno(errno.EXDEV, uapi.activate, loop, PASSWORD)
 
 
-def test_unsupported_tracker_and_mode_are_refused_clearly(bdsnap, make_disk):
+def test_unsupported_mode_is_refused_clearly(bdsnap, make_disk):
     disk = make_disk().mkfs_ext4()
     expect_errno(errno.EOPNOTSUPP, uapi.activate, str(disk.image), PASSWORD,
-                 tracker=uapi.BDSNAP_TRACKER_VFS)
-    expect_errno(errno.EOPNOTSUPP, uapi.activate, str(disk.image), PASSWORD,
                  flags=uapi.BDSNAP_ACT_ORDERED)
+
+
+def test_vfs_tracker_refuses_ext4_at_mount(bdsnap, make_disk):
+    """V1 cannot track ext4 exactly: the mount fails instead of a wrong snapshot."""
+    disk = make_disk().mkfs_ext4()
+    disk.activate(tracker=uapi.BDSNAP_TRACKER_VFS)
+    disk.attach()
+    res = sh(f"mkdir -p /mnt/v1 && mount -t ext4 {disk.loop} /mnt/v1", check=False)
+    assert res.returncode != 0
+    assert "vfs tracker cannot track ext4" in sh("dmesg | tail -5").stdout
