@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libbdsnap - user-space interface to bdsnap.
+ *
+ * Two halves: the control calls (activate, deactivate, list, version) talk to
+ * the bdsnap module through /dev/snap or its syscalls; the session calls read
+ * a session directory of the store (see docs/format.md), verify it and restore
+ * a device from it.  The structs and constants that cross the kernel boundary
+ * come from the uapi header and are not repeated here.
+ *
+ * Conventions: every function returns 0 (or a count) on success and -errno on
+ * failure; the library never prints and never exits.  Strings returned by the
+ * library stay valid until the object they came from is closed.
+ */
+#ifndef BDSNAP_H
+#define BDSNAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uapi/bdsnap.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- control: /dev/snap and the syscalls ---- */
+
+/* How a control request reaches the module. */
+enum bdsnap_via {
+	BDSNAP_VIA_AUTO = 0,	/* syscall when published (and enough), else ioctl */
+	BDSNAP_VIA_IOCTL = 1,	/* /dev/snap */
+	BDSNAP_VIA_SYSCALL = 2,	/* activate_snapshot()/deactivate_snapshot() */
+};
+
+/*
+ * bdsnap_resolve_via() - which path a request would take.
+ * The syscalls carry only a device and a password, so a request with a
+ * tracker or flags needs the ioctl.
+ * Return: BDSNAP_VIA_IOCTL or BDSNAP_VIA_SYSCALL; -ENOENT when /dev/snap is
+ * missing (module not loaded); -ENOSYS when SYSCALL is forced and the
+ * syscall numbers are not published; -EOPNOTSUPP when SYSCALL is forced with
+ * a tracker or flags.
+ */
+int bdsnap_resolve_via(enum bdsnap_via via, unsigned int tracker, unsigned int flags);
+
+/*
+ * bdsnap_activate() - snapshot @dev at each of its next mounts.
+ * @dev: block device, or a regular file used as a loop backing image; made
+ *	absolute (realpath) so the session meta records a usable path.
+ * @tracker: enum bdsnap_tracker.  @flags: BDSNAP_ACT_*.
+ * The library's copy of @password is wiped before returning.
+ * Return: 0, -ENAMETOOLONG for strings that do not fit the request, -EINVAL
+ * for an empty password, else the module's errors (see the uapi header).
+ */
+int bdsnap_activate(const char *dev, const char *password, unsigned int tracker,
+		    unsigned int flags, enum bdsnap_via via);
+/* bdsnap_deactivate() - stop snapshotting @dev.  Return: as bdsnap_activate(). */
+int bdsnap_deactivate(const char *dev, const char *password, enum bdsnap_via via);
+
+/*
+ * bdsnap_list() - activated devices.
+ * @out: set to a malloc'ed array the caller free()s; @count: its length.
+ */
+int bdsnap_list(struct bdsnap_dev_info **out, size_t *count);
+int bdsnap_version(struct bdsnap_version *ver);
+
+/* ---- sessions in the store ---- */
+
+/* A number meta does not (validly) carry. */
+#define BDSNAP_UNSET UINT64_MAX
+
+/* The last state= line of meta. */
+enum bdsnap_meta_state {
+	BDSNAP_META_UNKNOWN = 0,	/* absent or malformed */
+	BDSNAP_META_OPEN,		/* still mounted, or the machine crashed */
+	BDSNAP_META_COMPLETE,
+	BDSNAP_META_INCOMPLETE,		/* a pre-image could not be stored */
+};
+
+/*
+ * struct bdsnap_session_info - meta of one session, parsed at open.
+ * Strings are NULL when the key is absent; numbers are BDSNAP_UNSET when the
+ * key is absent or malformed (bdsnap_session_verify() reports which).
+ */
+struct bdsnap_session_info {
+	const char *dir;		/* as given to bdsnap_session_open() */
+	const char *name;		/* last component of @dir */
+	const char *uuid, *path, *devname, *tracker, *start, *end;
+	const char *state;		/* raw, e.g. "incomplete:ENOSPC" */
+	enum bdsnap_meta_state state_kind;
+	uint64_t format, block_size, device_size, ordered;
+	uint64_t blocks_saved, bytes_raw, bytes_stored, errors;
+};
+
+struct bdsnap_session;
+
+/*
+ * bdsnap_session_open() - read a session directory's meta.
+ * Succeeds on any readable meta file: a malformed one is recorded and
+ * reported by bdsnap_session_verify(), so a damaged session can still be shown.
+ * Return: 0; -ENOENT no meta; -EFBIG meta larger than 1 MiB; -ENOMEM; -errno.
+ */
+int bdsnap_session_open(const char *dir, struct bdsnap_session **out);
+void bdsnap_session_close(struct bdsnap_session *s);
+const struct bdsnap_session_info *bdsnap_session_info(const struct bdsnap_session *s);
+/* bdsnap_session_meta() - value of @key's last line in meta, or NULL. */
+const char *bdsnap_session_meta(const struct bdsnap_session *s, const char *key);
+
+/*
+ * bdsnap_sessions_scan() - the sessions under @store_dir, oldest start first.
+ * Subdirectories without a meta file are skipped.  Free with
+ * bdsnap_sessions_free().
+ */
+int bdsnap_sessions_scan(const char *store_dir, struct bdsnap_session ***out, size_t *count);
+void bdsnap_sessions_free(struct bdsnap_session **list, size_t count);
+
+/*
+ * struct bdsnap_verify_report - what verification found.
+ * @records, @bytes_raw: valid records and the sum of their raw_len.
+ * @file_size: size of "blocks" when verification started (later appends to
+ *	an open session are not looked at).
+ * @torn_tail: a record cut short at the end of "blocks" was ignored (a crash
+ *	during append); @torn_offset is where it starts.  Not an error, except in
+ *	a session whose meta says complete.
+ * @meta_torn: the last line of meta had no newline and was ignored.
+ * @bad_file, @bad_offset, @reason: on -EBADMSG, the first violation: "meta"
+ *	or "blocks", the byte offset in that file, and a short static reason.
+ */
+struct bdsnap_verify_report {
+	uint64_t records, bytes_raw, file_size;
+	int torn_tail, meta_torn;
+	uint64_t torn_offset;
+	const char *bad_file;
+	uint64_t bad_offset;
+	const char *reason;
+};
+
+/* Progress: @done of @total units (bytes of "blocks" read, each pass). */
+typedef void (*bdsnap_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/*
+ * bdsnap_session_verify() - apply every rule of docs/format.md to meta and
+ * "blocks", streaming "blocks".  @report may be NULL.
+ * Return: 0 (possibly with a torn tail); -EBADMSG corruption; -errno I/O.
+ */
+int bdsnap_session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *report);
+
+/* struct bdsnap_restore_opts.flags */
+#define BDSNAP_RESTORE_DRY_RUN	(1U << 0)	/* verify and check the target, write nothing */
+#define BDSNAP_RESTORE_FORCE	(1U << 1)	/* restore an open or incomplete session */
+
+struct bdsnap_restore_opts {
+	unsigned int flags;
+	bdsnap_progress_fn progress;	/* may be NULL */
+	void *ctx;
+};
+
+/*
+ * struct bdsnap_restore_report - what restore did.
+ * @verify: the verification pass.
+ * @blocks, @bytes: records written (or that would be, in a dry run).
+ * @refused: on a refusal, a short static reason; nothing was written.
+ */
+struct bdsnap_restore_report {
+	struct bdsnap_verify_report verify;
+	uint64_t blocks, bytes;
+	const char *refused;
+};
+
+/*
+ * bdsnap_session_restore() - write the session's pre-images to @target.
+ * @target: block device or regular file, at least device_size bytes; NULL
+ *	means meta's path.  Nothing is written unless the whole session
+ *	verifies and the target passes its checks; then each pre-image is
+ *	written at block * block_size and the target is fsync'ed.
+ * @opts, @report: may be NULL.
+ * Return: 0; -EBADMSG corrupt session (nothing written); refusals (nothing
+ * written, @report->refused says why): -EINPROGRESS session open,
+ * -ENODATA session incomplete (both unless BDSNAP_RESTORE_FORCE), -EBUSY
+ * target mounted or in use (for an image file: a loop device backed by it
+ * is mounted or in use), -ENOSPC target smaller than device_size;
+ * -ENOTBLK target neither a block device nor a regular file; -errno I/O
+ * (if after the first write, @report->blocks says how far it got).
+ */
+int bdsnap_session_restore(struct bdsnap_session *s, const char *target,
+			   const struct bdsnap_restore_opts *opts,
+			   struct bdsnap_restore_report *report);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BDSNAP_H */

@@ -1,0 +1,351 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * Reading and verifying the "blocks" log of a session (docs/format.md).
+ *
+ * The log can be gigabytes, so it is streamed through a fixed buffer and
+ * every record is checked completely (header, lengths, bounds, inflation,
+ * checksum) before its pre-image is handed on; nothing is trusted because a
+ * length field said so.  The same walk serves verification and restore, so
+ * the two can never disagree about what a valid record is.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "internal.h"
+
+#define READ_BUF	(1U << 20)
+
+int report_bad(struct bdsnap_verify_report *rep, const char *file, uint64_t off,
+	       const char *reason)
+{
+	rep->bad_file = file;
+	rep->bad_offset = off;
+	rep->reason = reason;
+	return -EBADMSG;
+}
+
+/* Sequential reads through one buffer, never past @end. */
+struct reader {
+	int fd;
+	uint8_t *buf;
+	size_t len, pos;
+	uint64_t off, end;
+};
+
+/* 0, or -EIO when the file turned out shorter than when we started. */
+static int rd_read(struct reader *r, void *dst, size_t n)
+{
+	uint8_t *p = dst;
+	size_t k;
+	int rc;
+
+	while (n) {
+		if (r->pos == r->len) {
+			k = r->end - r->off < READ_BUF ? r->end - r->off : READ_BUF;
+			rc = k ? read_full(r->fd, r->buf, k, r->off) : 1;
+			if (rc)
+				return rc > 0 ? -EIO : rc;
+			r->len = k;
+			r->pos = 0;
+		}
+		k = n < r->len - r->pos ? n : r->len - r->pos;
+		memcpy(p, r->buf + r->pos, k);
+		r->pos += k;
+		r->off += k;
+		p += k;
+		n -= k;
+	}
+	return 0;
+}
+
+static void rd_seek(struct reader *r, uint64_t off)
+{
+	r->off = off;
+	r->pos = r->len = 0;
+}
+
+/* The 64-byte header, against the format rules and against meta. */
+static int check_header(struct bdsnap_session *s, const struct bdsnap_store_header *h,
+			uint64_t size, struct bdsnap_verify_report *rep)
+{
+#define BAD(field, why) report_bad(rep, "blocks", offsetof(struct bdsnap_store_header, field), why)
+	if (le64toh(h->magic) != BDSNAP_STORE_MAGIC)
+		return BAD(magic, "bad store magic");
+	/* Before the CRC: a newer version may checksum differently. */
+	if (le32toh(h->version) != BDSNAP_STORE_VERSION)
+		return BAD(version, "unsupported store version");
+	if (crc32(0, (const Bytef *)h, offsetof(struct bdsnap_store_header, header_crc)) !=
+	    le32toh(h->header_crc))
+		return BAD(header_crc, "store header CRC mismatch");
+	if (le32toh(h->header_size) < sizeof(*h) || le32toh(h->header_size) > size)
+		return BAD(header_size, "header_size out of range");
+	if (!valid_block_size(le32toh(h->block_size)))
+		return BAD(block_size, "block_size is not a power of two in 512..65536");
+	if (h->flags)
+		return BAD(flags, "unknown store header flag");
+	if (le32toh(h->block_size) != s->info.block_size)
+		return BAD(block_size, "block_size differs from meta");
+	if (le64toh(h->device_size) != s->info.device_size)
+		return BAD(device_size, "device_size differs from meta");
+	if (memcmp(h->uuid, s->uuid, sizeof(h->uuid)))
+		return BAD(uuid, "uuid differs from meta");
+	return 0;
+#undef BAD
+}
+
+/* Everything a record header claims must hold before its payload is read. */
+static const char *check_record(const struct bdsnap_record *r, uint32_t bs, uint64_t dev_size)
+{
+	uint64_t block = le64toh(r->block), nblocks = dev_size / bs + !!(dev_size % bs);
+	uint32_t flags = le32toh(r->flags), raw = le32toh(r->raw_len);
+	uint32_t stored = le32toh(r->stored_len);
+
+	if (le32toh(r->magic) != BDSNAP_RECORD_MAGIC)
+		return "bad record magic";
+	if (crc32(0, (const Bytef *)r, offsetof(struct bdsnap_record, header_crc)) !=
+	    le32toh(r->header_crc))
+		return "record header CRC mismatch";
+	if (flags & ~BDSNAP_REC_FLAGS_ALL)
+		return "unknown record flag";
+	if (block >= nblocks)
+		return "block beyond device_size";
+	/* Only a device's last block may be partial, and then exactly so. */
+	if (raw != (dev_size - block * bs < bs ? dev_size - block * bs : bs))
+		return "raw_len is not the size of the block";
+	if (stored == 0 || stored > compressBound(bs))
+		return "stored_len out of range";
+	if (!(flags & BDSNAP_REC_ZLIB) && stored != raw)
+		return "raw payload length differs from raw_len";
+	return NULL;
+}
+
+/* The raw pre-image of a checked record, or a reason it has none. */
+static const char *decode(const struct bdsnap_record *r, uint8_t *payload, uint8_t *raw,
+			  uint32_t bs, const uint8_t **data)
+{
+	uLongf out = bs;
+	uLong in = le32toh(r->stored_len);
+
+	*data = payload;
+	if (le32toh(r->flags) & BDSNAP_REC_ZLIB) {
+		/* Exactly raw_len bytes, and the stream must use all of the payload. */
+		if (uncompress2(raw, &out, payload, &in) != Z_OK || out != le32toh(r->raw_len) ||
+		    in != le32toh(r->stored_len))
+			return "zlib payload does not inflate to raw_len bytes";
+		*data = raw;
+	}
+	if (crc32(0, *data, le32toh(r->raw_len)) != le32toh(r->data_crc))
+		return "data CRC mismatch";
+	return NULL;
+}
+
+static void report_progress(const struct progress *p, uint64_t done, uint64_t size)
+{
+	if (p && p->fn)
+		p->fn(p->ctx, p->pass * size + done, p->passes * size);
+}
+
+int store_scan(struct bdsnap_session *s, uint64_t limit, struct bdsnap_verify_report *rep,
+	       record_fn fn, void *ctx, const struct progress *prog)
+{
+	struct bdsnap_store_header h;
+	struct bdsnap_record r;
+	struct reader rd = { .fd = -1 };
+	uint8_t *payload = NULL, *raw = NULL;
+	const uint8_t *data;
+	char path[BDSNAP_PATH_MAX + 8];
+	const char *why;
+	uint32_t bs;
+	uint64_t off;
+	struct stat st;
+	int rc;
+
+	if (snprintf(path, sizeof(path), "%s/blocks", s->dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	rd.fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (rd.fd < 0)
+		return -errno;
+	if (fstat(rd.fd, &st)) {
+		rc = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = report_bad(rep, "blocks", 0, "blocks is not a regular file");
+		goto out;
+	}
+	/* An open session may still grow: look only at what is there now. */
+	rd.end = (uint64_t)st.st_size < limit ? (uint64_t)st.st_size : limit;
+	rep->file_size = rd.end;
+	posix_fadvise(rd.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	rd.buf = malloc(READ_BUF);
+	if (!rd.buf) {
+		rc = -ENOMEM;
+		goto out;
+	}
+
+	if (rd.end < sizeof(h)) {
+		rc = report_bad(rep, "blocks", 0, "blocks is shorter than its header");
+		goto out;
+	}
+	rc = rd_read(&rd, &h, sizeof(h));
+	if (!rc)
+		rc = check_header(s, &h, rd.end, rep);
+	if (rc)
+		goto out;
+	bs = le32toh(h.block_size);
+	rd_seek(&rd, le32toh(h.header_size));
+	payload = malloc(compressBound(bs));
+	raw = malloc(bs);
+	if (!payload || !raw) {
+		rc = -ENOMEM;
+		goto out;
+	}
+
+	while ((off = rd.off) < rd.end) {
+		/* A record cut short by the end of the file is a torn tail, not corruption. */
+		if (rd.end - off < sizeof(r))
+			break;
+		rc = rd_read(&rd, &r, sizeof(r));
+		if (rc)
+			goto out;
+		why = check_record(&r, bs, s->info.device_size);
+		if (why) {
+			rc = report_bad(rep, "blocks", off, why);
+			goto out;
+		}
+		if (le32toh(r.stored_len) > rd.end - rd.off)
+			break;
+		rc = rd_read(&rd, payload, le32toh(r.stored_len));
+		if (rc)
+			goto out;
+		why = decode(&r, payload, raw, bs, &data);
+		if (why) {
+			rc = report_bad(rep, "blocks", off, why);
+			goto out;
+		}
+		rc = fn(ctx, le64toh(r.block), data, le32toh(r.raw_len), off);
+		if (rc)
+			goto out;
+		rep->records++;
+		rep->bytes_raw += le32toh(r.raw_len);
+		report_progress(prog, rd.off, rd.end);
+	}
+	if (off < rd.end) {
+		rep->torn_tail = 1;
+		rep->torn_offset = off;
+	}
+	report_progress(prog, rd.end, rd.end);
+out:
+	free(raw);
+	free(payload);
+	free(rd.buf);
+	close(rd.fd);
+	return rc;
+}
+
+/* Block numbers seen so far: open addressing, UINT64_MAX marks a free slot
+ * (it can never pass the device_size check). */
+struct blockset {
+	uint64_t *slot;
+	size_t cap, n;		/* cap is a power of two */
+	struct bdsnap_verify_report *rep;
+};
+
+static size_t slot_of(const struct blockset *set, uint64_t block)
+{
+	return (block * 0x9e3779b97f4a7c15ULL) >> 20 & (set->cap - 1);
+}
+
+static int blockset_grow(struct blockset *set)
+{
+	struct blockset bigger = { .cap = set->cap ? 2 * set->cap : 1024 };
+	size_t i, j;
+
+	bigger.slot = malloc(bigger.cap * sizeof(uint64_t));
+	if (!bigger.slot)
+		return -ENOMEM;
+	memset(bigger.slot, 0xff, bigger.cap * sizeof(uint64_t));
+	for (i = 0; i < set->cap; i++) {
+		if (set->slot[i] == UINT64_MAX)
+			continue;
+		for (j = slot_of(&bigger, set->slot[i]); bigger.slot[j] != UINT64_MAX;)
+			j = (j + 1) & (bigger.cap - 1);
+		bigger.slot[j] = set->slot[i];
+	}
+	free(set->slot);
+	set->slot = bigger.slot;
+	set->cap = bigger.cap;
+	return 0;
+}
+
+/* record_fn: the once-per-session rule. */
+static int add_unique(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uint64_t off)
+{
+	struct blockset *set = ctx;
+	size_t j;
+	int rc;
+
+	(void)data;
+	(void)len;
+	if (2 * (set->n + 1) > set->cap) {
+		rc = blockset_grow(set);
+		if (rc)
+			return rc;
+	}
+	for (j = slot_of(set, block); set->slot[j] != UINT64_MAX; j = (j + 1) & (set->cap - 1))
+		if (set->slot[j] == block)
+			return report_bad(set->rep, "blocks", off, "duplicate block");
+	set->slot[j] = block;
+	set->n++;
+	return 0;
+}
+
+/* meta's end-of-session counters must describe the log that is there. */
+static int check_counters(struct bdsnap_session *s, struct bdsnap_verify_report *rep)
+{
+	const struct bdsnap_session_info *in = &s->info;
+
+	if (rep->torn_tail)
+		return report_bad(rep, "blocks", rep->torn_offset, "torn record in a complete session");
+	if (in->blocks_saved != BDSNAP_UNSET && in->blocks_saved != rep->records)
+		return report_bad(rep, "meta", meta_offset(s, "blocks_saved"),
+				  "blocks_saved differs from the records in blocks");
+	if (in->bytes_raw != BDSNAP_UNSET && in->bytes_raw != rep->bytes_raw)
+		return report_bad(rep, "meta", meta_offset(s, "bytes_raw"),
+				  "bytes_raw differs from the records in blocks");
+	if (in->bytes_stored != BDSNAP_UNSET && in->bytes_stored != rep->file_size)
+		return report_bad(rep, "meta", meta_offset(s, "bytes_stored"),
+				  "bytes_stored differs from the size of blocks");
+	return 0;
+}
+
+int session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *rep,
+		   const struct progress *prog)
+{
+	struct blockset set = { .rep = rep };
+	int rc;
+
+	memset(rep, 0, sizeof(*rep));
+	rep->meta_torn = s->meta_torn;
+	if (s->meta_reason)
+		return report_bad(rep, "meta", s->meta_offset, s->meta_reason);
+	rc = store_scan(s, UINT64_MAX, rep, add_unique, &set, prog);
+	free(set.slot);
+	if (!rc && s->info.state_kind == BDSNAP_META_COMPLETE)
+		rc = check_counters(s, rep);
+	return rc;
+}
+
+int bdsnap_session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *report)
+{
+	struct bdsnap_verify_report local;
+
+	return session_verify(s, report ? report : &local, NULL);
+}

@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/* Small file helpers. */
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int read_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	char *p = buf;
+	ssize_t got;
+
+	while (len) {
+		got = pread(fd, p, len, off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return -errno;
+		if (got == 0)
+			return 1;
+		p += got;
+		len -= got;
+		off += got;
+	}
+	return 0;
+}
+
+ssize_t read_small(const char *path, char *buf, size_t cap)
+{
+	ssize_t got;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	do
+		got = read(fd, buf, cap - 1);
+	while (got < 0 && errno == EINTR);
+	if (got < 0)
+		got = -errno;
+	close(fd);
+	buf[got < 0 ? 0 : got] = '\0';
+	return got;
+}

@@ -1,0 +1,160 @@
+"""The bdsnap command line: usage, passwords, listings (no module on this host)."""
+import json
+import os
+
+import pytest
+
+from conftest import CLI, DEVICE_SIZE, run
+
+NO_MODULE = not os.path.exists("/dev/snap")
+needs_no_module = pytest.mark.skipif(not NO_MODULE, reason="/dev/snap exists on this host")
+
+
+def test_help_is_stdout_exit_0():
+    res = run("--help")
+    assert res.returncode == 0 and res.stderr == ""
+    assert res.stdout.startswith("Usage: bdsnap")
+    for cmd in ("activate", "deactivate", "status", "sessions", "show", "verify", "restore"):
+        assert "\n  %s " % cmd in res.stdout
+
+
+def test_command_help():
+    res = run("restore", "-h")
+    assert res.returncode == 0 and "--dry-run" in res.stdout
+
+
+def test_version():
+    res = run("-V")
+    assert res.returncode == 0 and res.stdout.startswith("bdsnap ")
+
+
+@pytest.mark.parametrize("args", [
+    [], ["frobnicate"], ["-x"], ["--json", "status"], ["restore"], ["restore", "a", "b"],
+    ["restore", "a", "--bogus"], ["restore", "a", "--to"], ["status", "--to", "x"],
+    ["activate", "d", "--tracker", "zfs"], ["activate", "d", "--via", "carrier-pigeon"],
+    ["activate", "d", "--password-fd", "x"], ["activate", "d", "--passfile", "f", "--password-fd", "0"],
+    ["deactivate", "d", "--ordered"], ["sessions", "a", "b"],
+], ids=lambda a: " ".join(a) or "no-args")
+def test_usage_errors_exit_2(args):
+    res = run(*args)
+    assert res.returncode == 2, res
+    assert res.stderr.startswith("bdsnap: ") and "Usage: bdsnap" in res.stderr
+    assert res.stdout == ""
+
+
+@needs_no_module
+def test_status_without_module():
+    res = run("status")
+    assert res.returncode == 1
+    assert "bdsnap: /dev/snap: No such file or directory (is the bdsnap module loaded?)" in res.stderr
+
+
+@needs_no_module
+def test_activate_without_module_is_a_clear_error(tmp_path):
+    res = run("activate", tmp_path, "--password-fd", "0", input="secret\n")
+    assert res.returncode == 1
+    assert res.stderr == ("bdsnap: /dev/snap: No such file or directory "
+                          "(is the bdsnap module loaded?)\n")
+
+
+@needs_no_module
+def test_syscall_path_not_published():
+    res = run("deactivate", "/dev/null", "--via", "syscall", "--password-fd", "0", input="pw\n")
+    assert res.returncode == 1 and "usctm not loaded" in res.stderr
+
+
+def test_world_readable_passfile_refused(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    pw.chmod(0o644)
+    res = run("activate", tmp_path, "--passfile", pw)
+    assert res.returncode == 1
+    assert "%s: readable or writable by group or others (mode 0644)" % pw in res.stderr
+    assert "chmod 600" in res.stderr
+
+
+@needs_no_module
+def test_private_passfile_is_accepted(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    pw.chmod(0o600)
+    res = run("activate", tmp_path, "--passfile", pw)
+    assert res.returncode == 1 and "/dev/snap" in res.stderr  # got past the password
+
+
+@pytest.mark.parametrize("data,why", [("\n", "empty password"), ("", "empty password"),
+                                      ("x" * 300 + "\n", "longer than 255 bytes"),
+                                      ("a\0b\n", "NUL byte")],
+                         ids=["newline", "eof", "too-long", "nul"])
+def test_bad_password_on_fd(tmp_path, data, why):
+    res = run("activate", tmp_path, "--password-fd", "0", input=data)
+    assert res.returncode == 1
+    assert res.stderr.startswith("bdsnap: password fd 0: ") and why in res.stderr
+
+
+def sessions(world):
+    """Three sessions whose start order differs from their name order."""
+    made = []
+    for name, dev, start, state in [
+            ("sdb1_a", "sdb1", "2024-05-03T00:00:00.000000000Z", "complete"),
+            ("loop0_b", "loop0", "2024-05-01T00:00:00.000000000Z", "complete"),
+            ("loop0_c", "loop0", "2024-05-02T00:00:00.000000000Z", "open")]:
+        s = world.session(name=name, devname=dev, start=start, state=state)
+        s.write()
+        made.append(s)
+    (world.store / "not-a-session").mkdir()
+    (world.store / "stray-file").write_text("x")
+    return made
+
+
+def test_sessions_sorted_by_start(world):
+    sessions(world)
+    res = run("sessions", "--store", world.store)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "DEVNAME", "START", "STATE"]
+    assert [l.split()[0] for l in lines[1:]] == ["loop0_b", "loop0_c", "sdb1_a"]
+    assert lines[2].split()[3] == "open"
+
+
+@pytest.mark.parametrize("dev,expect", [("loop0", ["loop0_b", "loop0_c"]),
+                                        ("/dev/sdb1", ["sdb1_a"]), ("nothing", [])])
+def test_sessions_filter(world, dev, expect):
+    sessions(world)
+    res = run("sessions", dev, "--store", world.store, "--json")
+    assert res.returncode == 0, res.stderr
+    assert [s["name"] for s in json.loads(res.stdout)] == expect
+
+
+def test_sessions_filter_by_meta_path(world):
+    sessions(world)
+    res = run("sessions", world.image, "--store", world.store, "--json")
+    assert len(json.loads(res.stdout)) == 3
+
+
+def test_sessions_missing_store(tmp_path):
+    res = run("sessions", "--store", tmp_path / "nope")
+    assert res.returncode == 1 and "No such file or directory" in res.stderr
+
+
+def test_show_json_and_text(world):
+    s = world.session()
+    s.write()
+    info = json.loads(run("show", s.dir.name, "--store", world.store, "--json").stdout)
+    assert info["state"] == "complete"          # the later state= line wins
+    assert info["device_size"] == DEVICE_SIZE and info["path"] == str(world.image)
+    assert info["blocks_saved"] == len(s.records) and info["devname"] == "loop0"
+    text = run("show", s.dir).stdout
+    assert "state:" in text and "complete" in text
+
+
+def test_show_open_session_has_null_counters(world):
+    s = world.session(state="open")
+    s.write()
+    info = json.loads(run("show", s.dir, "--json").stdout)
+    assert info["state"] == "open" and info["blocks_saved"] is None and info["end"] is None
+
+
+def test_show_missing_session(world):
+    res = run("show", "nope", "--store", world.store)
+    assert res.returncode == 1 and "no such session" in res.stderr
