@@ -77,6 +77,10 @@ struct bdsnap_store_info {
  * @error: first write error; once set, pre-images are dropped.
  * @blocks_saved: records written.
  * @bytes_raw: raw bytes of those records.
+ * @ordered: every append is followed by a flush before @seq_durable moves.
+ * @seq_added: sequence number of the last pre-image queued.
+ * @seq_durable: every pre-image up to this one is written and flushed.
+ * @durable_wq: woken when @seq_durable moves or @error is set.
  */
 struct bdsnap_store {
 	struct file *blocks;
@@ -94,12 +98,17 @@ struct bdsnap_store {
 	int error;
 	u64 blocks_saved;
 	u64 bytes_raw;
+	bool ordered;
+	u64 seq_added;
+	u64 seq_durable;
+	wait_queue_head_t durable_wq;
 };
 
 int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 		      const struct bdsnap_store_info *info);
 int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
-		     unsigned int len);
+		     unsigned int len, u64 *seq);
+int bdsnap_store_wait_durable(struct bdsnap_store *st, u64 seq);
 void bdsnap_store_close(struct bdsnap_store *st, int error);
 unsigned int bdsnap_store_queued(struct bdsnap_store *st);
 int bdsnap_store_mkdir(const char *path);
@@ -212,8 +221,6 @@ int bdsnap_session_begin(dev_t dev, const char *fstype);
 void bdsnap_session_end(dev_t dev);
 struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
 					       const struct bdsnap_tracker_ops *ops);
-int bdsnap_session_save(struct bdsnap_session *s, u64 block, struct page *page,
-			unsigned int len);
 unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block);
 
 /* hook.c: redirect a kernel function to a replacement with ftrace */
@@ -253,5 +260,9 @@ int bdsnap_ctl_init(void);
 void bdsnap_ctl_done(void);
 int bdsnap_ctl_activate(const char *path, const char *password, u32 tracker, u32 flags);
 int bdsnap_ctl_deactivate(const char *path, const char *password);
+
+/* syscalls.c: activate_snapshot()/deactivate_snapshot() through usctm */
+void bdsnap_syscalls_init(void);
+void bdsnap_syscalls_done(void);
 
 #endif /* BDSNAP_H */

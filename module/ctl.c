@@ -60,9 +60,9 @@ static int bdsnap_check_tracker(u32 tracker, u32 flags)
 	default:
 		return -EINVAL;
 	}
-	/* pre-images are not yet made durable before a write is released */
-	if (flags & BDSNAP_ACT_ORDERED)
-		return -EOPNOTSUPP;
+	/* V1 copies in probe handlers, which cannot wait for the store */
+	if ((flags & BDSNAP_ACT_ORDERED) && tracker == BDSNAP_TRACKER_VFS)
+		return -EINVAL;
 	return 0;
 }
 
@@ -164,7 +164,8 @@ static long bdsnap_ioctl_version(void __user *arg)
 		.minor = BDSNAP_VERSION_MINOR,
 		.patch = BDSNAP_VERSION_PATCH,
 		.store_format = BDSNAP_STORE_VERSION,
-		.features = BDSNAP_FEAT_TRACKER_BIO | BDSNAP_FEAT_TRACKER_VFS,
+		.features = BDSNAP_FEAT_TRACKER_BIO | BDSNAP_FEAT_TRACKER_VFS |
+			    BDSNAP_FEAT_ORDERED,
 		.block_size = BDSNAP_BLOCK_SIZE,
 	};
 	u32 usize;

@@ -33,6 +33,7 @@ static int __init bdsnap_init(void)
 	ret = bdsnap_ctl_init();
 	if (ret)
 		goto fail_mount;
+	bdsnap_syscalls_init();	/* optional, cannot fail; calls may start now */
 	pr_info("version %d.%d.%d loaded, store %s\n", BDSNAP_VERSION_MAJOR,
 		BDSNAP_VERSION_MINOR, BDSNAP_VERSION_PATCH, bdsnap_store_dir);
 	return 0;
@@ -50,6 +51,7 @@ fail_auth:
 
 static void __exit bdsnap_exit(void)
 {
+	bdsnap_syscalls_done();
 	bdsnap_ctl_done();
 	bdsnap_mount_done();
 	bdsnap_tracker_vfs_done();

@@ -51,32 +51,6 @@ unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block)
 	return min_t(u64, BDSNAP_BLOCK_SIZE, s->nr_bytes - start);
 }
 
-/**
- * bdsnap_session_save() - hand a block's pre-image to the session.
- * @s: the session.
- * @block: block number.
- * @page: pre-image; ownership passes to the session.
- * @len: valid bytes in @page.
- *
- * The block counts as saved once its pre-image is queued for the store, so
- * later writes to it pass straight through.
- *
- * Context: process, may sleep (store back-pressure).
- * Return: 0 or -errno; on error the session is marked incomplete.
- */
-int bdsnap_session_save(struct bdsnap_session *s, u64 block, struct page *page,
-			unsigned int len)
-{
-	int ret = bdsnap_store_add(&s->store, block, page, len);
-
-	/*
-	 * Mark the block even when the store failed: the session is incomplete
-	 * either way, and re-reading the block for every later write would
-	 * only slow the file system down.
-	 */
-	return bdsnap_blockmap_set(&s->map, block, GFP_NOIO) ?: ret;
-}
-
 static const struct bdsnap_tracker_ops *bdsnap_tracker_ops(u32 tracker)
 {
 	return tracker == BDSNAP_TRACKER_VFS ? &bdsnap_tracker_vfs_ops : &bdsnap_tracker_bio_ops;

@@ -38,9 +38,11 @@ MODULE_PARM_DESC(store_queue_max,
  * @block: block number.
  * @len: valid bytes in @page.
  * @page: the data; owned by the store once queued.
+ * @seq: position in the order of bdsnap_store_add() calls.
  */
 struct bdsnap_preimage {
 	struct list_head node;
+	u64 seq;
 	u64 block;
 	unsigned int len;
 	struct page *page;
@@ -103,6 +105,19 @@ int bdsnap_store_check_dev(const char *dir, dev_t dev)
 		ret = -EXDEV;
 	path_put(&path);
 	return ret;
+}
+
+static int bdsnap_store_sync_dir(const char *path)
+{
+	struct file *dir = filp_open(path, O_RDONLY | O_DIRECTORY, 0);
+	int ret;
+
+	if (IS_ERR(dir))
+		return PTR_ERR(dir);
+	ret = vfs_fsync(dir, 0);
+	fput(dir);
+	/* some file systems cannot sync a directory: their entries are durable anyway */
+	return ret == -EINVAL ? 0 : ret;
 }
 
 static struct file *bdsnap_store_create(const char *dir, const char *name)
@@ -192,6 +207,7 @@ static void bdsnap_store_fail(struct bdsnap_store *st, int error)
 	}
 	spin_unlock(&st->lock);
 	wake_up_all(&st->space_wq);
+	wake_up_all(&st->durable_wq);
 }
 
 static void bdsnap_store_flush_buf(struct bdsnap_store *st)
@@ -240,9 +256,15 @@ static void bdsnap_preimage_free(struct bdsnap_preimage *pre)
 	kfree(pre);
 }
 
+/*
+ * Write everything queued.  In ordered mode one flush then covers every
+ * pre-image written since the last one (group commit), and only then do
+ * the writers waiting for those pre-images go on.
+ */
 static void bdsnap_store_drain(struct bdsnap_store *st)
 {
 	unsigned int noio = memalloc_noio_save();
+	u64 last = 0;
 
 	for (;;) {
 		struct bdsnap_preimage *pre;
@@ -256,6 +278,7 @@ static void bdsnap_store_drain(struct bdsnap_store *st)
 		spin_unlock(&st->lock);
 		if (!pre)
 			break;
+		last = pre->seq;
 		if (!error) {
 			if (st->buf_len + BDSNAP_RECORD_MAX > BDSNAP_STORE_BUF_SIZE)
 				bdsnap_store_flush_buf(st);
@@ -268,6 +291,18 @@ static void bdsnap_store_drain(struct bdsnap_store *st)
 		wake_up(&st->space_wq);
 	}
 	bdsnap_store_flush_buf(st);
+	if (st->ordered && last && !READ_ONCE(st->error)) {
+		int ret = vfs_fsync(st->blocks, 1);
+
+		if (ret)
+			bdsnap_store_fail(st, ret);
+	}
+	if (last) {
+		spin_lock(&st->lock);
+		st->seq_durable = last;
+		spin_unlock(&st->lock);
+		wake_up_all(&st->durable_wq);
+	}
 	memalloc_noio_restore(noio);
 }
 
@@ -293,7 +328,9 @@ int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 	spin_lock_init(&st->lock);
 	INIT_LIST_HEAD(&st->queue);
 	init_waitqueue_head(&st->space_wq);
+	init_waitqueue_head(&st->durable_wq);
 	INIT_WORK(&st->work, bdsnap_store_work);
+	st->ordered = info->ordered;
 	store_queue_max = clamp(store_queue_max, 64U, 262144U);
 
 	ret = bdsnap_store_mkdir(dir);
@@ -318,6 +355,11 @@ int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 	ret = bdsnap_store_start(st, info);
 	if (ret)
 		goto fail_meta;
+	/* a crash from now on must leave a session that names itself "open" */
+	ret = vfs_fsync(st->blocks, 0) ?: vfs_fsync(st->meta, 0) ?:
+	      bdsnap_store_sync_dir(dir) ?: bdsnap_store_sync_dir(bdsnap_store_dir);
+	if (ret)
+		goto fail_meta;
 	return 0;
 
 fail_meta:
@@ -337,12 +379,13 @@ fail_buf:
  * @block: block number.
  * @page: the data; the store owns and frees it, also on error.
  * @len: valid bytes at the start of @page.
+ * @seq: out, if not NULL: what to pass to bdsnap_store_wait_durable().
  *
  * Context: process, may sleep while the queue is at its budget.
  * Return: 0, or the store's error (the pre-image is then dropped).
  */
 int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
-		     unsigned int len)
+		     unsigned int len, u64 *seq)
 {
 	struct bdsnap_preimage *pre = kmalloc(sizeof(*pre), GFP_NOIO);
 	int ret;
@@ -361,8 +404,11 @@ int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
 	spin_lock(&st->lock);
 	ret = st->error;
 	if (!ret) {
+		pre->seq = ++st->seq_added;
 		list_add_tail(&pre->node, &st->queue);
 		st->queued++;
+		if (seq)
+			*seq = pre->seq;
 	}
 	spin_unlock(&st->lock);
 	if (ret) {
@@ -371,6 +417,21 @@ int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
 	}
 	queue_work(system_unbound_wq, &st->work);
 	return 0;
+}
+
+/**
+ * bdsnap_store_wait_durable() - wait until a pre-image is on stable storage.
+ * @st: an ordered store.
+ * @seq: from bdsnap_store_add().
+ *
+ * Context: process, sleeps.
+ * Return: 0, or the store's error.
+ */
+int bdsnap_store_wait_durable(struct bdsnap_store *st, u64 seq)
+{
+	queue_work(system_unbound_wq, &st->work);
+	wait_event(st->durable_wq, READ_ONCE(st->seq_durable) >= seq || READ_ONCE(st->error));
+	return READ_ONCE(st->error);
 }
 
 unsigned int bdsnap_store_queued(struct bdsnap_store *st)

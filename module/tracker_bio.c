@@ -83,7 +83,8 @@ static bool bdsnap_bio_hold(struct bio *bio)
 		return false;
 	rcu_read_lock();
 	s = bdsnap_session_find_rcu(bio->bi_bdev, &bdsnap_tracker_bio_ops);
-	if (s && !READ_ONCE(s->failed)) {
+	/* a failed non-ordered session lets writes through untracked */
+	if (s && !(READ_ONCE(s->failed) && !s->ordered)) {
 		bdsnap_bio_range(bio, &first, &last);
 		if (!bdsnap_blockmap_all_set(&s->map, first, last)) {
 			atomic_inc(&s->nr_held);
@@ -185,11 +186,16 @@ static void bdsnap_bio_fail(struct bdsnap_session *s, int error)
 	WRITE_ONCE(s->failed, true);
 }
 
-/* Read the old content of @n sorted blocks and hand it to the session. */
+/*
+ * Read the old content of @n sorted blocks and hand it to the store.  A
+ * block counts as saved (and later writes to it pass straight through) once
+ * its pre-image is queued, or in ordered mode once it is durable.
+ */
 static void bdsnap_bio_save(struct bdsnap_session *s, struct bdsnap_bio_batch *batch,
 			    unsigned int n)
 {
 	unsigned int i, run;
+	u64 seq = 0;
 	int error = 0;
 
 	memset(batch->pages, 0, sizeof(batch->pages[0]) * n);
@@ -219,19 +225,30 @@ static void bdsnap_bio_save(struct bdsnap_session *s, struct bdsnap_bio_batch *b
 		}
 		if (!batch->pages[i])
 			continue;
-		if (error) {
+		if (error)
 			__free_page(batch->pages[i]);
-			continue;
-		}
-		if (bdsnap_session_save(s, block, batch->pages[i],
-					bdsnap_session_block_len(s, block)))
-			error = -EIO;
+		else
+			error = bdsnap_store_add(&s->store, block, batch->pages[i],
+						 bdsnap_session_block_len(s, block), &seq);
 	}
+	if (!error && s->ordered)
+		error = bdsnap_store_wait_durable(&s->store, seq);
+	if (error) {
+		bdsnap_bio_fail(s, error);
+		return;
+	}
+	for (i = 0; i < n && !error; i++)
+		error = bdsnap_blockmap_set(&s->map, batch->blocks[i], GFP_NOIO);
 	if (error)
 		bdsnap_bio_fail(s, error);
 }
 
-/* Resubmit the held bios whose blocks are all saved; keep the others. */
+/*
+ * Resubmit the held bios whose blocks are all saved; keep the others.  Once
+ * pre-images can no longer be taken, a non-ordered session lets every write
+ * through (the session is marked incomplete), while an ordered one fails
+ * them: it promises that no block changes without its durable pre-image.
+ */
 static void bdsnap_bio_release(struct bdsnap_session *s, struct bio_list *held)
 {
 	bool failed = READ_ONCE(s->failed);
@@ -241,13 +258,18 @@ static void bdsnap_bio_release(struct bdsnap_session *s, struct bio_list *held)
 	bio_list_init(&keep);
 	while ((bio = bio_list_pop(held))) {
 		u64 first, last;
+		bool saved;
 
 		bdsnap_bio_range(bio, &first, &last);
-		if (!failed && !bdsnap_blockmap_all_set(&s->map, first, last)) {
+		saved = bdsnap_blockmap_all_set(&s->map, first, last);
+		if (!failed && !saved) {
 			bio_list_add(&keep, bio);
 			continue;
 		}
-		submit_bio_noacct(bio);
+		if (saved || !s->ordered)
+			submit_bio_noacct(bio);
+		else
+			bio_io_error(bio);
 		if (atomic_dec_and_test(&s->nr_held))
 			wake_up(&s->drain_wq);
 	}

@@ -266,7 +266,7 @@ static void bdsnap_vfs_work(struct work_struct *work)
 
 	llist_for_each_entry_safe(copy, next, list, node) {
 		if (bdsnap_store_add(&s->store, copy->block, copy->page,
-				     bdsnap_session_block_len(s, copy->block)))
+				     bdsnap_session_block_len(s, copy->block), NULL))
 			atomic64_inc(&s->read_errors);
 		kfree(copy);
 	}

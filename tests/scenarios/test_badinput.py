@@ -145,10 +145,11 @@ def test_store_on_tracked_device_is_refused(load_bdsnap, make_disk):
     expect_errno(errno.EXDEV, uapi.activate, loop, PASSWORD)
 
 
-def test_unsupported_mode_is_refused_clearly(bdsnap, make_disk):
+def test_ordered_vfs_is_refused(bdsnap, make_disk):
+    """V1 copies inside probe handlers, which cannot wait for a durable store."""
     disk = make_disk().mkfs_ext4()
-    expect_errno(errno.EOPNOTSUPP, uapi.activate, str(disk.image), PASSWORD,
-                 flags=uapi.BDSNAP_ACT_ORDERED)
+    expect_errno(errno.EINVAL, uapi.activate, str(disk.image), PASSWORD,
+                 tracker=uapi.BDSNAP_TRACKER_VFS, flags=uapi.BDSNAP_ACT_ORDERED)
 
 
 def test_vfs_tracker_refuses_ext4_at_mount(bdsnap, make_disk):

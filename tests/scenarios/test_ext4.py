@@ -98,12 +98,14 @@ def fill_and_trim(mnt):
     sh(f"fstrim -v {mnt}")
 
 
+@pytest.mark.parametrize("ordered", [0, 1], ids=["plain", "ordered"])
 @pytest.mark.parametrize("workload", [files_small_large, overwrite_delete_truncate_fsync,
                                       direct_and_mmap, fill_and_trim])
-def test_roundtrip(bdsnap, make_disk, workload):
+def test_roundtrip(bdsnap, make_disk, workload, ordered):
     disk = make_disk(size_mb=96).mkfs_ext4()
-    before, session = cycle(disk, workload)
-    assert int(meta(session)["blocks_saved"]) > 0
+    before, session = cycle(disk, workload, flags=ordered * uapi.BDSNAP_ACT_ORDERED)
+    info = meta(session)
+    assert int(info["blocks_saved"]) > 0 and info["ordered"] == str(ordered)
     assert_restores(disk, before, session)
 
 
