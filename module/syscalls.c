@@ -66,12 +66,12 @@ static const struct kernel_param_ops bdsnap_sys_nr_ops = {
 /* System call number of activate_snapshot(), or -1. */
 module_param_cb(sys_activate_nr, &bdsnap_sys_nr_ops, &bdsnap_sys_activate_nr, 0444);
 MODULE_PARM_DESC(sys_activate_nr,
-		 "System call number of activate_snapshot(), -1 if not installed (read-only)");
+		 "System call number of activate_snapshot(), -1 if not installed: load usctm before bdsnap (read-only)");
 
 /* System call number of deactivate_snapshot(), or -1. */
 module_param_cb(sys_deactivate_nr, &bdsnap_sys_nr_ops, &bdsnap_sys_deactivate_nr, 0444);
 MODULE_PARM_DESC(sys_deactivate_nr,
-		 "System call number of deactivate_snapshot(), -1 if not installed (read-only)");
+		 "System call number of deactivate_snapshot(), -1 if not installed: load usctm before bdsnap (read-only)");
 
 #ifdef CONFIG_X86_64
 
