@@ -264,5 +264,6 @@ int bdsnap_ctl_deactivate(const char *path, const char *password);
 /* syscalls.c: activate_snapshot()/deactivate_snapshot() through usctm */
 void bdsnap_syscalls_init(void);
 void bdsnap_syscalls_done(void);
+bool bdsnap_syscalls_installed(void);
 
 #endif /* BDSNAP_H */

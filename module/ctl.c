@@ -170,6 +170,8 @@ static long bdsnap_ioctl_version(void __user *arg)
 	};
 	u32 usize;
 
+	if (bdsnap_syscalls_installed())
+		v.features |= BDSNAP_FEAT_SYSCALLS;
 	if (get_user(usize, (u32 __user *)arg))
 		return -EFAULT;
 	if (usize < sizeof(v))

@@ -47,6 +47,11 @@
 static int bdsnap_sys_activate_nr = -1;
 static int bdsnap_sys_deactivate_nr = -1;
 
+bool bdsnap_syscalls_installed(void)
+{
+	return READ_ONCE(bdsnap_sys_activate_nr) >= 0;
+}
+
 /* The numbers report state: setting them (at insmod) fails. */
 static int bdsnap_sys_nr_set(const char *val, const struct kernel_param *kp)
 {
