@@ -14,19 +14,26 @@
 #include <linux/capability.h>
 #include "bdsnap.h"
 
-/* A string field must be non-empty and NUL-terminated inside its array. */
-static bool bdsnap_string_ok(const char *s, size_t size)
+static bool bdsnap_terminated(const char *s, size_t size)
 {
-	return s[0] && strnlen(s, size) < size;
+	return strnlen(s, size) < size;
 }
 
-/* Copy a request that starts with its own __u32 size. */
+/* A path must be non-empty and NUL-terminated inside its array. */
+static bool bdsnap_string_ok(const char *s, size_t size)
+{
+	return s[0] && bdsnap_terminated(s, size);
+}
+
+/* Copy an administrator's request that starts with its own __u32 size. */
 static void *bdsnap_copy_request(const void __user *arg, size_t ksize)
 {
 	u32 usize;
 	void *req;
 	int ret;
 
+	if (!capable(CAP_SYS_ADMIN))
+		return ERR_PTR(-EPERM);
 	if (get_user(usize, (const u32 __user *)arg))
 		return ERR_PTR(-EFAULT);
 	if (usize < sizeof(u32) || usize > PAGE_SIZE * 4)
@@ -107,13 +114,11 @@ static long bdsnap_ioctl_activate(void __user *arg, bool activate)
 	struct bdsnap_activate *req;
 	long ret = -EINVAL;
 
-	if (!capable(CAP_SYS_ADMIN))
-		return -EPERM;
 	req = bdsnap_copy_request(arg, sizeof(*req));
 	if (IS_ERR(req))
 		return PTR_ERR(req);
 	if (!bdsnap_string_ok(req->path, sizeof(req->path)) ||
-	    strnlen(req->password, sizeof(req->password)) >= sizeof(req->password) ||
+	    !bdsnap_terminated(req->password, sizeof(req->password)) ||
 	    !bdsnap_zeroed(req->reserved, sizeof(req->reserved)))
 		goto out;
 	if (activate)
@@ -184,12 +189,10 @@ static long bdsnap_ioctl_set_password(void __user *arg)
 	struct bdsnap_set_password *req;
 	long ret = -EINVAL;
 
-	if (!capable(CAP_SYS_ADMIN))
-		return -EPERM;
 	req = bdsnap_copy_request(arg, sizeof(*req));
 	if (IS_ERR(req))
 		return PTR_ERR(req);
-	if (strnlen(req->old_password, sizeof(req->old_password)) < sizeof(req->old_password) &&
+	if (bdsnap_terminated(req->old_password, sizeof(req->old_password)) &&
 	    bdsnap_string_ok(req->new_password, sizeof(req->new_password)) &&
 	    bdsnap_zeroed(req->reserved, sizeof(req->reserved)))
 		ret = bdsnap_auth_set(req->old_password, req->new_password);
