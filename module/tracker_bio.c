@@ -60,16 +60,21 @@ static bool bdsnap_bio_changes_data(const struct bio *bio)
 	}
 }
 
-/* The blocks a bio touches; a sub-block write touches the whole block. */
-static void bdsnap_bio_range(struct bio *bio, u64 *first, u64 *last)
+/*
+ * The blocks of the device a bio touches; a sub-block write touches the
+ * whole block.  We see bios before the block layer's end-of-device check:
+ * blocks past the end hold nothing to save (the write will be failed).
+ */
+static void bdsnap_bio_range(struct bdsnap_session *s, struct bio *bio, u64 *first, u64 *last)
 {
 	sector_t sector = bio->bi_iter.bi_sector;
+	u64 end = s->nr_bytes ? (s->nr_bytes - 1) / BDSNAP_BLOCK_SIZE : 0;
 
 	/* split remainders come back already remapped to the whole disk */
 	if (bio_flagged(bio, BIO_REMAPPED))
 		sector -= bio->bi_bdev->bd_start_sect;
 	*first = sector / BDSNAP_SECTORS_PER_BLOCK;
-	*last = (sector + bio_sectors(bio) - 1) / BDSNAP_SECTORS_PER_BLOCK;
+	*last = min((sector + bio_sectors(bio) - 1) / BDSNAP_SECTORS_PER_BLOCK, end);
 }
 
 static bool bdsnap_bio_hold(struct bio *bio)
@@ -85,7 +90,7 @@ static bool bdsnap_bio_hold(struct bio *bio)
 	s = bdsnap_session_find_rcu(bio->bi_bdev, &bdsnap_tracker_bio_ops);
 	/* a failed non-ordered session lets writes through untracked */
 	if (s && !(READ_ONCE(s->failed) && !s->ordered)) {
-		bdsnap_bio_range(bio, &first, &last);
+		bdsnap_bio_range(s, bio, &first, &last);
 		if (!bdsnap_blockmap_all_set(&s->map, first, last)) {
 			atomic_inc(&s->nr_held);
 			spin_lock_irqsave(&s->held_lock, flags);
@@ -127,7 +132,7 @@ static unsigned int bdsnap_bio_gather(struct bdsnap_session *s, struct bio_list 
 	bio_list_for_each(bio, held) {
 		u64 first, last, block;
 
-		bdsnap_bio_range(bio, &first, &last);
+		bdsnap_bio_range(s, bio, &first, &last);
 		block = bdsnap_blockmap_next_clear(&s->map, first, last);
 		while (block <= last && n < BDSNAP_BATCH_BLOCKS) {
 			blocks[n++] = block;
@@ -260,7 +265,7 @@ static void bdsnap_bio_release(struct bdsnap_session *s, struct bio_list *held)
 		u64 first, last;
 		bool saved;
 
-		bdsnap_bio_range(bio, &first, &last);
+		bdsnap_bio_range(s, bio, &first, &last);
 		saved = bdsnap_blockmap_all_set(&s->map, first, last);
 		if (!failed && !saved) {
 			bio_list_add(&keep, bio);
