@@ -1,19 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * bdsnap - activate block-device snapshots, inspect and restore sessions.
+ * bdsnap - activate block-device snapshots, inspect, restore and export
+ * sessions.
  *
  * Exit status (the man page repeats this):
  *   0  success
  *   1  error: I/O, module not loaded, permission, bad password file, ...
  *   2  usage error
  *   3  verification failed: the session store is corrupt
- *   4  refused: target mounted, in use or too small; session open or
- *      incomplete without --force (nothing was written)
+ *   4  refused: target mounted, in use or too small; session open (and not
+ *      ordered) or incomplete without --force (nothing was written)
  */
 #include <err.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -24,6 +26,7 @@
 #include <unistd.h>
 
 #include "bdsnap.h"
+#include "out.h"
 #include "password.h"
 
 enum { EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_CORRUPT = 3, EXIT_REFUSED = 4 };
@@ -33,7 +36,7 @@ enum { EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_CORRUPT = 3, EXIT_REFUSED = 4 };
 /* Command options are long only; each command lists the ones it takes. */
 enum opt {
 	OPT_TRACKER = 256, OPT_ORDERED, OPT_VIA, OPT_PASSFILE, OPT_PASSFD, OPT_STORE,
-	OPT_JSON, OPT_TO, OPT_DRY_RUN, OPT_FORCE,
+	OPT_JSON, OPT_TO, OPT_FROM, OPT_DRY_RUN, OPT_FORCE,
 };
 #define O(x)	(1U << ((x) - OPT_TRACKER))
 
@@ -53,6 +56,7 @@ static const struct option longopts[] = {
 	{ "store", required_argument, NULL, OPT_STORE },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "to", required_argument, NULL, OPT_TO },
+	{ "from", required_argument, NULL, OPT_FROM },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "force", no_argument, NULL, OPT_FORCE },
 	{ NULL, 0, NULL, 0 },
@@ -68,7 +72,7 @@ struct args {
 	int npos;
 	unsigned int tracker, flags;
 	enum bdsnap_via via;
-	const char *passfile, *store, *to;
+	const char *passfile, *store, *to, *from;
 	int passfd;
 	bool json, dry_run, force;
 };
@@ -77,6 +81,7 @@ struct command {
 	const char *name;
 	int (*run)(const struct args *a, const char *name);
 	const char *synopsis;
+	const char *help;
 	unsigned int opts;
 	int min_args, max_args;
 };
@@ -89,11 +94,12 @@ static void usage(FILE *f)
 
 	fprintf(f, "Usage: bdsnap [-h] [-V] COMMAND [ARGS]\n\nCommands:\n");
 	for (c = commands; c->name; c++)
-		fprintf(f, "  %s %s\n", c->name, c->synopsis);
+		fprintf(f, "  %s %s\n      %s\n", c->name, c->synopsis, c->help);
 	fprintf(f, "\nSESSION is a session directory, or its name under the store (default %s).\n"
 		"Passwords are typed at /dev/tty without echo, unless --passfile or\n"
-		"--password-fd is given; they are never taken from the command line.\n",
-		DEFAULT_STORE);
+		"--password-fd is given; they are never taken from the command line.\n"
+		"Exit status: 0 ok, 1 error, 2 usage, 3 corrupt store, 4 refused.\n"
+		"See bdsnap(8).\n", DEFAULT_STORE);
 }
 
 static void __attribute__((noreturn, format(printf, 1, 2))) usage_error(const char *fmt, ...)
@@ -158,7 +164,7 @@ static void parse_args(const struct command *cmd, int argc, char **argv, struct 
 	optind = 0;	/* re-initialise getopt: permute, command name is argv[0] */
 	while ((c = getopt_long(argc, argv, ":h", longopts, &idx)) != -1) {
 		if (c == 'h') {
-			printf("Usage: bdsnap %s %s\n", cmd->name, cmd->synopsis);
+			printf("Usage: bdsnap %s %s\n\n%s\n", cmd->name, cmd->synopsis, cmd->help);
 			exit(EXIT_SUCCESS);
 		}
 		if (c == '?')
@@ -192,6 +198,9 @@ static void parse_args(const struct command *cmd, int argc, char **argv, struct 
 		case OPT_TO:
 			a->to = optarg;
 			break;
+		case OPT_FROM:
+			a->from = optarg;
+			break;
 		case OPT_DRY_RUN:
 			a->dry_run = true;
 			break;
@@ -208,85 +217,6 @@ static void parse_args(const struct command *cmd, int argc, char **argv, struct 
 		usage_error("%s: missing argument", cmd->name);
 	if (a->npos > cmd->max_args)
 		usage_error("%s: unexpected argument '%s'", cmd->name, a->pos[cmd->max_args]);
-}
-
-/* ---- output: "key: value" lines, or JSON with --json ---- */
-
-struct out {
-	bool json;
-	int depth;
-	bool more[4];	/* something was already written at this depth */
-};
-
-static void json_string(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", (unsigned char)*s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
-/* Objects in text form are separated by a blank line. */
-static void out_open(struct out *o, char bracket)
-{
-	if (o->more[o->depth])
-		fputs(o->json ? "," : "\n", stdout);
-	o->more[o->depth] = true;
-	if (o->json)
-		putchar(bracket);
-	o->more[++o->depth] = false;
-}
-
-static void out_close(struct out *o, char bracket)
-{
-	o->depth--;
-	if (o->json) {
-		putchar(bracket);
-		if (!o->depth)
-			putchar('\n');
-	}
-}
-
-static void out_key(struct out *o, const char *key)
-{
-	if (!o->json) {
-		printf("%s:%*s", key, (int)(14 - strlen(key)), "");
-		return;
-	}
-	if (o->more[o->depth])
-		putchar(',');
-	o->more[o->depth] = true;
-	json_string(key);
-	putchar(':');
-}
-
-static void out_str(struct out *o, const char *key, const char *val)
-{
-	out_key(o, key);
-	if (!o->json)
-		printf("%s\n", val ? val : "-");
-	else if (val)
-		json_string(val);
-	else
-		fputs("null", stdout);
-}
-
-static void out_u64(struct out *o, const char *key, uint64_t val)
-{
-	char buf[24];
-
-	snprintf(buf, sizeof(buf), "%" PRIu64, val);
-	out_key(o, key);
-	if (o->json)
-		fputs(val == BDSNAP_UNSET ? "null" : buf, stdout);
-	else
-		printf("%s\n", val == BDSNAP_UNSET ? "-" : buf);
 }
 
 static const char *name_of(const char *const *names, size_t n, unsigned int i)
@@ -353,11 +283,35 @@ static int cmd_control(const struct args *a, const char *name)
 	return EXIT_SUCCESS;
 }
 
+static void out_device(struct out *o, const struct bdsnap_dev_info *d)
+{
+	char dev[32];
+
+	snprintf(dev, sizeof(dev), "%u:%u", major(d->dev), minor(d->dev));
+	out_begin(o, NULL, '{');
+	out_str(o, "path", d->path);
+	out_str(o, "key", d->key_type == BDSNAP_KEY_FILE ? "file" : "bdev");
+	out_str(o, "dev", d->dev ? dev : NULL);
+	out_str(o, "tracker", name_of(tracker_names, 3, d->tracker));
+	out_bool(o, "ordered", d->flags & BDSNAP_ACT_ORDERED);
+	out_str(o, "state", name_of(live_state_names, 3, d->session_state));
+	out_str(o, "devname", d->devname[0] ? d->devname : NULL);
+	out_str(o, "session", d->session[0] ? d->session : NULL);
+	out_u64(o, "sessions", d->sessions);
+	out_u64(o, "blocks_saved", d->blocks_saved);
+	out_size(o, "bytes_raw", d->bytes_raw);
+	out_size(o, "bytes_stored", d->bytes_stored);
+	out_ratio(o, "ratio", d->bytes_raw, d->bytes_stored);
+	out_u64(o, "queue_depth", d->queue_depth);
+	out_u64(o, "writes_held", d->writes_held);
+	out_u64(o, "errors", d->errors);
+	out_end(o, '}');
+}
+
 static int cmd_status(const struct args *a, const char *name)
 {
 	struct out o = { .json = a->json };
 	struct bdsnap_dev_info *v;
-	char dev[32];
 	size_t i, n;
 	int rc;
 
@@ -368,56 +322,75 @@ static int cmd_status(const struct args *a, const char *name)
 	if (!n && !a->json)
 		printf("no activated devices\n");
 	if (a->json)
-		out_open(&o, '[');
-	for (i = 0; i < n; i++) {
-		snprintf(dev, sizeof(dev), "%u:%u", major(v[i].dev), minor(v[i].dev));
-		out_open(&o, '{');
-		out_str(&o, "path", v[i].path);
-		out_str(&o, "key", v[i].key_type == BDSNAP_KEY_FILE ? "file" : "bdev");
-		out_str(&o, "dev", v[i].dev ? dev : NULL);
-		out_str(&o, "tracker", name_of(tracker_names, 3, v[i].tracker));
-		out_u64(&o, "ordered", !!(v[i].flags & BDSNAP_ACT_ORDERED));
-		out_str(&o, "state", name_of(live_state_names, 3, v[i].session_state));
-		out_str(&o, "devname", v[i].devname[0] ? v[i].devname : NULL);
-		out_str(&o, "session", v[i].session[0] ? v[i].session : NULL);
-		out_u64(&o, "sessions", v[i].sessions);
-		out_u64(&o, "blocks_saved", v[i].blocks_saved);
-		out_u64(&o, "bytes_raw", v[i].bytes_raw);
-		out_u64(&o, "bytes_stored", v[i].bytes_stored);
-		out_u64(&o, "queue_depth", v[i].queue_depth);
-		out_u64(&o, "writes_held", v[i].writes_held);
-		out_u64(&o, "errors", v[i].errors);
-		out_close(&o, '}');
-	}
+		out_begin(&o, NULL, '[');
+	for (i = 0; i < n; i++)
+		out_device(&o, &v[i]);
 	if (a->json)
-		out_close(&o, ']');
+		out_end(&o, ']');
 	free(v);
 	return EXIT_SUCCESS;
 }
 
 /* ---- session commands ---- */
 
+/* Can restore and export use the session without --force?  Why (not)? */
+static bool restorable(const struct bdsnap_session_info *in, const char **why)
+{
+	switch (in->state_kind) {
+	case BDSNAP_META_COMPLETE:
+		*why = NULL;
+		return true;
+	case BDSNAP_META_OPEN:
+		if (in->ordered == 1) {
+			*why = "ordered: restorable after a crash";
+			return true;
+		}
+		*why = "not restorable unless --force: a crash may have lost pre-images";
+		return false;
+	case BDSNAP_META_INCOMPLETE:
+		*why = "not restorable unless --force: pre-images were lost";
+		return false;
+	default:
+		*why = "meta is damaged: run verify";
+		return false;
+	}
+}
+
 static void out_session(struct out *o, const struct bdsnap_session_info *in)
 {
-	out_open(o, '{');
+	const char *why;
+	bool ok = restorable(in, &why);
+	char state[256];
+
+	out_begin(o, NULL, '{');
 	out_str(o, "name", in->name);
 	out_str(o, "dir", in->dir);
 	out_str(o, "uuid", in->uuid);
 	out_str(o, "path", in->path);
 	out_str(o, "devname", in->devname);
 	out_str(o, "tracker", in->tracker);
-	out_u64(o, "ordered", in->ordered);
+	out_flag(o, "ordered", in->ordered);
 	out_str(o, "start", in->start);
 	out_str(o, "end", in->end);
-	out_str(o, "state", in->state);
+	if (o->json || !why || !in->state) {
+		out_str(o, "state", in->state);
+	} else {
+		snprintf(state, sizeof(state), "%s (%s)", in->state, why);
+		out_str(o, "state", state);
+	}
+	if (o->json) {
+		out_bool(o, "restorable", ok);
+		out_str(o, "note", why);
+	}
 	out_u64(o, "format", in->format);
-	out_u64(o, "device_size", in->device_size);
+	out_size(o, "device_size", in->device_size);
 	out_u64(o, "block_size", in->block_size);
 	out_u64(o, "blocks_saved", in->blocks_saved);
-	out_u64(o, "bytes_raw", in->bytes_raw);
-	out_u64(o, "bytes_stored", in->bytes_stored);
+	out_size(o, "bytes_raw", in->bytes_raw);
+	out_size(o, "bytes_stored", in->bytes_stored);
+	out_ratio(o, "ratio", in->bytes_raw, in->bytes_stored);
 	out_u64(o, "errors", in->errors);
-	out_close(o, '}');
+	out_end(o, '}');
 }
 
 /* A session is named by a path, or by its directory name under the store. */
@@ -448,6 +421,18 @@ static bool session_matches(const struct bdsnap_session_info *in, const char *de
 	       (in->path && (!strcmp(in->path, dev) || (real && !strcmp(in->path, real))));
 }
 
+static void session_row(const struct bdsnap_session_info *in)
+{
+	char blocks[24] = "-", stored[24] = "-";
+
+	if (in->blocks_saved != BDSNAP_UNSET)
+		snprintf(blocks, sizeof(blocks), "%" PRIu64, in->blocks_saved);
+	if (in->bytes_stored != BDSNAP_UNSET)
+		human_size(in->bytes_stored, stored, sizeof(stored));
+	printf("%-40s %-10s %-31s %-12s %8s %10s\n", in->name, in->devname ? in->devname : "-",
+	       in->start ? in->start : "-", in->state ? in->state : "-", blocks, stored);
+}
+
 static int cmd_sessions(const struct args *a, const char *name)
 {
 	struct out o = { .json = a->json };
@@ -465,9 +450,10 @@ static int cmd_sessions(const struct args *a, const char *name)
 		return EXIT_ERROR;
 	}
 	if (a->json)
-		out_open(&o, '[');
+		out_begin(&o, NULL, '[');
 	else
-		printf("%-40s %-10s %-31s %s\n", "NAME", "DEVNAME", "START", "STATE");
+		printf("%-40s %-10s %-31s %-12s %8s %10s\n", "NAME", "DEVNAME", "START", "STATE",
+		       "BLOCKS", "STORED");
 	for (i = 0; i < n; i++) {
 		const struct bdsnap_session_info *in = bdsnap_session_info(list[i]);
 
@@ -476,11 +462,10 @@ static int cmd_sessions(const struct args *a, const char *name)
 		if (a->json)
 			out_session(&o, in);
 		else
-			printf("%-40s %-10s %-31s %s\n", in->name, in->devname ? in->devname : "-",
-			       in->start ? in->start : "-", in->state ? in->state : "-");
+			session_row(in);
 	}
 	if (a->json)
-		out_close(&o, ']');
+		out_end(&o, ']');
 	bdsnap_sessions_free(list, n);
 	free(real);
 	return EXIT_SUCCESS;
@@ -497,9 +482,9 @@ static int cmd_show(const struct args *a, const char *name)
 	return EXIT_SUCCESS;
 }
 
-static int corrupt(const struct bdsnap_session_info *in, const struct bdsnap_verify_report *r)
+static int corrupt(const char *dir, const struct bdsnap_verify_report *r)
 {
-	warnx("%s/%s: offset %" PRIu64 ": %s", in->dir, r->bad_file, r->bad_offset, r->reason);
+	warnx("%s/%s: offset %" PRIu64 ": %s", dir, r->bad_file, r->bad_offset, r->reason);
 	return EXIT_CORRUPT;
 }
 
@@ -512,20 +497,37 @@ static void note_torn(const struct bdsnap_session_info *in, const struct bdsnap_
 		warnx("%s/meta: torn last line ignored", in->dir);
 }
 
+/* An error of verify, changed, restore or export: its message and exit code. */
+static int fail(const char *dir, const struct bdsnap_verify_report *r, const char *refused,
+		const char *what, int rc)
+{
+	if (rc == -EBADMSG)
+		return corrupt(dir, r);
+	if (refused) {
+		bool state = rc == -EINPROGRESS || rc == -ENODATA;
+
+		warnx("%s: refused: %s%s", state ? dir : what, refused,
+		      state ? "; use --force to go ahead anyway" : "");
+		return EXIT_REFUSED;
+	}
+	warnx("%s: %s", what, strerror(-rc));
+	return EXIT_ERROR;
+}
+
 static int cmd_verify(const struct args *a, const char *name)
 {
 	struct bdsnap_session *s = open_session(a);
 	const struct bdsnap_session_info *in = bdsnap_session_info(s);
 	struct bdsnap_verify_report r;
+	struct bar bar;
 	int rc, ret = EXIT_SUCCESS;
 
 	(void)name;
-	rc = bdsnap_session_verify(s, &r);
-	if (rc == -EBADMSG) {
-		ret = corrupt(in, &r);
-	} else if (rc < 0) {
-		warnx("%s: %s", in->dir, strerror(-rc));
-		ret = EXIT_ERROR;
+	bar_init(&bar, "verifying");
+	rc = bdsnap_session_verify_progress(s, &r, bar_fn(), &bar);
+	bar_done(&bar);
+	if (rc < 0) {
+		ret = fail(in->dir, &r, NULL, in->dir, rc);
 	} else {
 		note_torn(in, &r);
 		printf("%s: ok: %" PRIu64 " blocks (%" PRIu64 " bytes), state %s\n", in->dir,
@@ -535,14 +537,73 @@ static int cmd_verify(const struct args *a, const char *name)
 	return ret;
 }
 
-/* Percent of both passes (verify, write) on stderr, redrawn only on change. */
-static void show_progress(void *ctx, uint64_t done, uint64_t total)
+static int cmd_changed(const struct args *a, const char *name)
 {
-	int *last = ctx, pct = total ? (int)(done * 100 / total) : 100;
+	struct bdsnap_session *s = open_session(a);
+	const struct bdsnap_session_info *in = bdsnap_session_info(s);
+	struct out o = { .json = a->json };
+	struct bdsnap_verify_report r;
+	struct bdsnap_extent *ext;
+	uint64_t blocks = 0, bytes = 0;
+	char range[48];
+	struct bar bar;
+	size_t i, n;
+	int rc;
 
-	if (pct != *last)
-		fprintf(stderr, "\rrestoring: %3d%%", pct);
-	*last = pct;
+	(void)name;
+	bar_init(&bar, "reading");
+	rc = bdsnap_session_changed(s, &ext, &n, bar_fn(), &bar, &r);
+	bar_done(&bar);
+	if (rc < 0) {
+		rc = fail(in->dir, &r, NULL, in->dir, rc);
+		bdsnap_session_close(s);
+		return rc;
+	}
+	note_torn(in, &r);
+	if (in->state_kind == BDSNAP_META_OPEN)
+		warnx("%s: session is open: the extents changed so far", in->dir);
+	for (i = 0; i < n; i++) {
+		blocks += ext[i].blocks;
+		bytes += ext[i].length;
+	}
+	if (a->json) {
+		out_begin(&o, NULL, '{');
+		out_str(&o, "session", in->name);
+		out_str(&o, "state", in->state);
+		out_u64(&o, "block_size", in->block_size);
+		out_u64(&o, "device_size", in->device_size);
+		out_u64(&o, "blocks", blocks);
+		out_u64(&o, "bytes", bytes);
+		out_begin(&o, "extents", '[');
+		for (i = 0; i < n; i++) {
+			out_begin(&o, NULL, '{');
+			out_u64(&o, "offset", ext[i].offset);
+			out_u64(&o, "length", ext[i].length);
+			out_u64(&o, "block", ext[i].block);
+			out_u64(&o, "blocks", ext[i].blocks);
+			out_end(&o, '}');
+		}
+		out_end(&o, ']');
+		out_end(&o, '}');
+	} else {
+		printf("%-16s %-16s %s\n", "OFFSET", "LENGTH", "BLOCKS");
+		for (i = 0; i < n; i++) {
+			snprintf(range, sizeof(range), ext[i].blocks > 1 ? "%" PRIu64 "-%" PRIu64 :
+				 "%" PRIu64, ext[i].block, ext[i].block + ext[i].blocks - 1);
+			printf("%-16" PRIu64 " %-16" PRIu64 " %s\n", ext[i].offset, ext[i].length,
+			       range);
+		}
+		printf("%zu extents, %" PRIu64 " blocks, %" PRIu64 " bytes changed\n", n, blocks,
+		       bytes);
+	}
+	free(ext);
+	bdsnap_session_close(s);
+	return EXIT_SUCCESS;
+}
+
+static unsigned int session_flags(const struct args *a)
+{
+	return (a->dry_run ? BDSNAP_RESTORE_DRY_RUN : 0) | (a->force ? BDSNAP_RESTORE_FORCE : 0);
 }
 
 static int cmd_restore(const struct args *a, const char *name)
@@ -550,30 +611,17 @@ static int cmd_restore(const struct args *a, const char *name)
 	struct bdsnap_session *s = open_session(a);
 	const struct bdsnap_session_info *in = bdsnap_session_info(s);
 	const char *target = a->to ? a->to : in->path;
-	int last = -1, rc, ret = EXIT_SUCCESS;
-	struct bdsnap_restore_opts opts = {
-		.flags = (a->dry_run ? BDSNAP_RESTORE_DRY_RUN : 0) |
-			 (a->force ? BDSNAP_RESTORE_FORCE : 0),
-		.progress = isatty(STDERR_FILENO) ? show_progress : NULL,
-		.ctx = &last,
-	};
+	struct bar bar;
+	struct bdsnap_restore_opts opts = { session_flags(a), bar_fn(), &bar };
 	struct bdsnap_restore_report r;
+	int rc, ret = EXIT_SUCCESS;
 
 	(void)name;
+	bar_init(&bar, "restoring");
 	rc = bdsnap_session_restore(s, target, &opts, &r);
-	if (last >= 0)
-		fputc('\n', stderr);
-	if (rc == -EBADMSG) {
-		ret = corrupt(in, &r.verify);
-	} else if (r.refused) {
-		bool state = rc == -EINPROGRESS || rc == -ENODATA;
-
-		warnx("%s: refused: %s%s", state ? in->dir : target, r.refused,
-		      state ? "; use --force to restore anyway" : "");
-		ret = EXIT_REFUSED;
-	} else if (rc < 0) {
-		warnx("%s: %s", target, strerror(-rc));
-		ret = EXIT_ERROR;
+	bar_done(&bar);
+	if (rc < 0) {
+		ret = fail(in->dir, &r.verify, r.refused, target ? target : in->dir, rc);
 	} else {
 		note_torn(in, &r.verify);
 		printf("%s %" PRIu64 " blocks (%" PRIu64 " bytes) to %s%s\n",
@@ -587,22 +635,88 @@ static int cmd_restore(const struct args *a, const char *name)
 	return ret;
 }
 
+static int cmd_export(const struct args *a, const char *name)
+{
+	struct bdsnap_session *s;
+	const struct bdsnap_session_info *in;
+	struct bar bar;
+	struct bdsnap_restore_opts opts = { session_flags(a), bar_fn(), &bar };
+	struct bdsnap_session **later = NULL;
+	struct bdsnap_export_report r;
+	char later_note[96] = "", *store;
+	size_t nlater = 0;
+	int rc, ret = EXIT_SUCCESS;
+
+	if (!a->to)
+		usage_error("%s: --to FILE is required", name);
+	s = open_session(a);
+	in = bdsnap_session_info(s);
+	/* Sessions after this one changed the device too: undo them first. */
+	store = strdup(in->dir);
+	if (!store)
+		errx(EXIT_ERROR, "out of memory");
+	rc = bdsnap_sessions_later(dirname(store), s, &later, &nlater);
+	free(store);
+	/* -EINVAL: meta lacks path or start; export reports the damage. */
+	if (rc < 0 && rc != -EINVAL)
+		errx(EXIT_ERROR, "%s: %s", in->dir, strerror(-rc));
+
+	bar_init(&bar, "exporting");
+	rc = bdsnap_session_export(s, later, nlater, a->from, a->to, &opts, &r);
+	bar_done(&bar);
+	if (rc < 0) {
+		const char *source = a->from ? a->from : in->path;
+
+		ret = fail(r.bad_session ? r.bad_session : in->dir, &r.verify, r.refused,
+			   !r.where ? in->dir : strcmp(r.where, "source") ? a->to : source, rc);
+	} else {
+		note_torn(in, &r.verify);
+		if (nlater)
+			snprintf(later_note, sizeof(later_note),
+				 ", after %" PRIu64 " from %zu later session%s", r.later_blocks,
+				 nlater, nlater > 1 ? "s" : "");
+		printf("%s %s: %" PRIu64 " bytes to %s (%" PRIu64 " pre-images applied%s)%s\n",
+		       a->dry_run ? "would export" : "exported", in->name,
+		       a->dry_run ? in->device_size : r.image_size, a->to, r.blocks, later_note,
+		       a->dry_run ? " (dry run: nothing written)" : "");
+	}
+	bdsnap_sessions_free(later, nlater);
+	bdsnap_session_close(s);
+	return ret;
+}
+
 #define PASSWORD_OPTS	"[--passfile FILE | --password-fd N]"
 static const struct command commands[] = {
 	{ "activate", cmd_control,
 	  "DEV [--tracker bio|vfs] [--ordered] [--via auto|ioctl|syscall]\n"
-	  "           " PASSWORD_OPTS,
+	  "      " PASSWORD_OPTS,
+	  "Snapshot DEV (a block device or loop image file) at its next mounts.",
 	  O(OPT_TRACKER) | O(OPT_ORDERED) | O(OPT_VIA) | O(OPT_PASSFILE) | O(OPT_PASSFD), 1, 1 },
 	{ "deactivate", cmd_control, "DEV [--via auto|ioctl|syscall] " PASSWORD_OPTS,
+	  "Stop snapshotting DEV (unmount it first).",
 	  O(OPT_VIA) | O(OPT_PASSFILE) | O(OPT_PASSFD), 1, 1 },
-	{ "status", cmd_status, "[--json]", O(OPT_JSON), 0, 0 },
+	{ "status", cmd_status, "[--json]",
+	  "Activated devices and their open sessions, from the module.", O(OPT_JSON), 0, 0 },
 	{ "sessions", cmd_sessions, "[DEV] [--store DIR] [--json]",
+	  "Sessions in the store, oldest first; only DEV's if given.",
 	  O(OPT_STORE) | O(OPT_JSON), 0, 1 },
-	{ "show", cmd_show, "SESSION [--store DIR] [--json]", O(OPT_STORE) | O(OPT_JSON), 1, 1 },
-	{ "verify", cmd_verify, "SESSION [--store DIR]", O(OPT_STORE), 1, 1 },
+	{ "show", cmd_show, "SESSION [--store DIR] [--json]",
+	  "A session's meta, and whether it can be restored.",
+	  O(OPT_STORE) | O(OPT_JSON), 1, 1 },
+	{ "verify", cmd_verify, "SESSION [--store DIR]",
+	  "Check every record (CRC, decompression, bounds); write nothing.",
+	  O(OPT_STORE), 1, 1 },
+	{ "changed", cmd_changed, "SESSION [--store DIR] [--json]",
+	  "The extents of the device written during the session.",
+	  O(OPT_STORE) | O(OPT_JSON), 1, 1 },
 	{ "restore", cmd_restore, "SESSION [--to TARGET] [--dry-run] [--force] [--store DIR]",
+	  "Write the pre-images back: the device (or TARGET) as before the mount.",
 	  O(OPT_TO) | O(OPT_DRY_RUN) | O(OPT_FORCE) | O(OPT_STORE), 1, 1 },
-	{ NULL, NULL, NULL, 0, 0, 0 },
+	{ "export", cmd_export,
+	  "SESSION --to FILE [--from DEV] [--dry-run] [--force] [--store DIR]",
+	  "Write the pre-mount image to FILE, leaving the device as it is.",
+	  O(OPT_TO) | O(OPT_FROM) | O(OPT_DRY_RUN) | O(OPT_FORCE) | O(OPT_STORE), 1, 1 },
+	{ NULL, NULL, NULL, NULL, 0, 0, 0 },
 };
 
 int main(int argc, char **argv)

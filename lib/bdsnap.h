@@ -4,8 +4,8 @@
  *
  * Two halves: the control calls (activate, deactivate, list, version) talk to
  * the bdsnap module through /dev/snap or its syscalls; the session calls read
- * a session directory of the store (see docs/format.md), verify it and restore
- * a device from it.  The structs and constants that cross the kernel boundary
+ * a session directory of the store (see docs/format.md), verify it, restore
+ * a device from it, export the pre-mount image and list the changed extents.  The structs and constants that cross the kernel boundary
  * come from the uapi header and are not repeated here.
  *
  * Conventions: every function returns 0 (or a count) on success and -errno on
@@ -17,7 +17,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <uapi/bdsnap.h>
+/* Quoted: found next to this file once installed, through -I<include> in the tree. */
+#include "uapi/bdsnap.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -115,6 +116,16 @@ int bdsnap_sessions_scan(const char *store_dir, struct bdsnap_session ***out, si
 void bdsnap_sessions_free(struct bdsnap_session **list, size_t count);
 
 /*
+ * bdsnap_sessions_later() - the sessions under @store_dir of the same device
+ * as @s (same meta path) that started after it, oldest first; what has to be
+ * undone, newest first, before @s's pre-images describe the device again.
+ * Free with bdsnap_sessions_free().
+ * Return: 0; -EINVAL when @s has no path or start; as bdsnap_sessions_scan().
+ */
+int bdsnap_sessions_later(const char *store_dir, const struct bdsnap_session *s,
+			  struct bdsnap_session ***out, size_t *count);
+
+/*
  * struct bdsnap_verify_report - what verification found.
  * @records, @bytes_raw: valid records and the sum of their raw_len.
  * @file_size: size of "blocks" when verification started (later appends to
@@ -135,7 +146,11 @@ struct bdsnap_verify_report {
 	const char *reason;
 };
 
-/* Progress: @done of @total units (bytes of "blocks" read, each pass). */
+/*
+ * Progress: @done of @total bytes of the whole operation (every pass over
+ * "blocks", and for export the device copy).  @total is estimated at the
+ * start; @done never exceeds it and reaches it when the operation succeeds.
+ */
 typedef void (*bdsnap_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 /*
@@ -144,11 +159,39 @@ typedef void (*bdsnap_progress_fn)(void *ctx, uint64_t done, uint64_t total);
  * Return: 0 (possibly with a torn tail); -EBADMSG corruption; -errno I/O.
  */
 int bdsnap_session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *report);
+/* bdsnap_session_verify_progress() - the same, calling @progress (may be NULL). */
+int bdsnap_session_verify_progress(struct bdsnap_session *s,
+				   struct bdsnap_verify_report *report,
+				   bdsnap_progress_fn progress, void *ctx);
+
+/*
+ * struct bdsnap_extent - a run of consecutive blocks saved in a session.
+ * @offset, @length: the bytes of the device the run covers (the last block
+ *	of a device may be partial, so @length is not always a multiple).
+ * @block, @blocks: the first block number and the number of blocks.
+ */
+struct bdsnap_extent {
+	uint64_t offset, length;
+	uint64_t block, blocks;
+};
+
+/*
+ * bdsnap_session_changed() - the extents of the device changed during the
+ * session: its saved blocks, sorted and merged into runs.  The session is
+ * verified first (a block is listed only once its record checked out).
+ * @out: set to a malloc'ed array the caller free()s (NULL when @count is 0).
+ * @progress: may be NULL.  @report: may be NULL.
+ * Return: 0; -EBADMSG corruption (@report says where); -ENOMEM; -errno I/O.
+ */
+int bdsnap_session_changed(struct bdsnap_session *s, struct bdsnap_extent **out,
+			   size_t *count, bdsnap_progress_fn progress, void *ctx,
+			   struct bdsnap_verify_report *report);
 
 /* struct bdsnap_restore_opts.flags */
 #define BDSNAP_RESTORE_DRY_RUN	(1U << 0)	/* verify and check the target, write nothing */
-#define BDSNAP_RESTORE_FORCE	(1U << 1)	/* restore an open or incomplete session */
+#define BDSNAP_RESTORE_FORCE	(1U << 1)	/* an open non-ordered, or incomplete, session */
 
+/* Options of restore and export. */
 struct bdsnap_restore_opts {
 	unsigned int flags;
 	bdsnap_progress_fn progress;	/* may be NULL */
@@ -174,9 +217,11 @@ struct bdsnap_restore_report {
  *	verifies and the target passes its checks; then each pre-image is
  *	written at block * block_size and the target is fsync'ed.
  * @opts, @report: may be NULL.
+ * An open session is restored only if it is ordered: its writes waited for
+ * durable pre-images, so even after a crash every changed block has one.
  * Return: 0; -EBADMSG corrupt session (nothing written); refusals (nothing
- * written, @report->refused says why): -EINPROGRESS session open,
- * -ENODATA session incomplete (both unless BDSNAP_RESTORE_FORCE), -EBUSY
+ * written, @report->refused says why): -EINPROGRESS session open and not
+ * ordered, -ENODATA session incomplete (both unless BDSNAP_RESTORE_FORCE), -EBUSY
  * target mounted or in use (for an image file: a loop device backed by it
  * is mounted or in use), -ENOSPC target smaller than device_size;
  * -ENOTBLK target neither a block device nor a regular file; -errno I/O
@@ -185,6 +230,55 @@ struct bdsnap_restore_report {
 int bdsnap_session_restore(struct bdsnap_session *s, const char *target,
 			   const struct bdsnap_restore_opts *opts,
 			   struct bdsnap_restore_report *report);
+
+/*
+ * struct bdsnap_export_report - what export did.
+ * @verify: the verification of the session that failed (all passed: of @s).
+ * @bad_session: on -EBADMSG, the directory of that session.
+ * @blocks, @bytes: pre-images of @s written over the device's content.
+ * @later_blocks: pre-images of later sessions written before those of @s.
+ * @image_size: bytes of the image (the session's device_size).
+ * @refused: on a refusal, a short static reason; nothing was written.
+ * @where: on an error or refusal about the source or the target, "source"
+ *	or "target"; else NULL (the session).
+ */
+struct bdsnap_export_report {
+	struct bdsnap_verify_report verify;
+	const char *bad_session;
+	uint64_t blocks, bytes, later_blocks, image_size;
+	const char *refused;
+	const char *where;
+};
+
+/*
+ * bdsnap_session_export() - write the device as it was before @s's mount to
+ * @target, without changing the device.
+ * @later: the sessions of the same device after @s, oldest first (from
+ *	bdsnap_sessions_later()); @nlater may be 0.
+ * @source: the device or image now, read-only (a block device with
+ *	O_DIRECT, not O_EXCL, so it may be mounted); NULL means meta's path.
+ * @target: a regular file (written to a temporary file next to it, then
+ *	renamed over it, so it is never left half-written) or an unused block
+ *	device at least device_size bytes long.
+ *
+ * The image is the device's current content, then the pre-images of the
+ * later sessions newest first, then those of @s: each block ends up as it
+ * was before the oldest of these sessions changed it, and a block no session
+ * saved was never written since, so the device still holds its old content.
+ * Every session is verified before anything is written.  The device is read
+ * before the log of the newest session, so for an ordered session (writes
+ * held until their pre-image is durable) the image is exact even while the
+ * device is mounted and being written to.  An open session that is not
+ * ordered, or an incomplete one, is refused unless BDSNAP_RESTORE_FORCE.
+ * BDSNAP_RESTORE_DRY_RUN verifies and checks, and writes nothing.
+ * Return: 0; -EBADMSG; refusals as bdsnap_session_restore() plus -EINVAL
+ * (target is the source, sessions of different devices), -ERANGE (source
+ * smaller than device_size); -errno.
+ */
+int bdsnap_session_export(struct bdsnap_session *s, struct bdsnap_session *const *later,
+			  size_t nlater, const char *source, const char *target,
+			  const struct bdsnap_restore_opts *opts,
+			  struct bdsnap_export_report *report);
 
 #ifdef __cplusplus
 }

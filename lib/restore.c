@@ -23,12 +23,6 @@
 
 #include "internal.h"
 
-static int refuse(struct bdsnap_restore_report *rep, int err, const char *why)
-{
-	rep->refused = why;
-	return err;
-}
-
 /* Is @dev mounted in this mount namespace?  1, 0 or -errno. */
 static int mounted(dev_t dev)
 {
@@ -74,8 +68,7 @@ static int disk_mounted(const char *disk)
 	return found;
 }
 
-/* Is the image file @img the backing file of a loop device that is mounted? */
-static int backs_mounted_loop(const struct stat *img)
+int backs_mounted_loop(const struct stat *img)
 {
 	char path[PATH_MAX], file[BDSNAP_PATH_MAX];
 	struct dirent *de;
@@ -100,9 +93,7 @@ static int backs_mounted_loop(const struct stat *img)
 	return found;
 }
 
-/* Open @path for restore unless it is in use; *@fdp and its *@size on success. */
-static int open_target(const char *path, bool dry, struct bdsnap_restore_report *rep,
-		       int *fdp, uint64_t *size)
+int target_open(const char *path, bool dry, const char **refused, int *fdp, uint64_t *size)
 {
 	int mode = (dry ? O_RDONLY : O_WRONLY) | O_CLOEXEC;
 	struct stat st;
@@ -113,14 +104,14 @@ static int open_target(const char *path, bool dry, struct bdsnap_restore_report 
 	if (S_ISBLK(st.st_mode)) {
 		rc = mounted(st.st_rdev);
 		if (rc)
-			return rc < 0 ? rc : refuse(rep, -EBUSY, "target is mounted");
+			return rc < 0 ? rc : refuse(refused, -EBUSY, "target is mounted");
 		/* O_EXCL on a block device fails while anyone else holds it so. */
 		fd = open(path, mode | O_EXCL);
 		if (fd < 0 && errno == EBUSY)
-			return refuse(rep, -EBUSY, "target is in use (mounted or held)");
+			return refuse(refused, -EBUSY, "target is in use (mounted or held)");
 	} else if (S_ISREG(st.st_mode)) {
 		if (backs_mounted_loop(&st))
-			return refuse(rep, -EBUSY, "target is the backing file of a mounted loop device");
+			return refuse(refused, -EBUSY, "target is the backing file of a mounted loop device");
 		fd = open(path, mode);
 	} else {
 		return -ENOTBLK;
@@ -144,46 +135,34 @@ static int open_target(const char *path, bool dry, struct bdsnap_restore_report 
 	return 0;
 }
 
-struct writer {
-	int fd;
-	uint64_t block_size;
-	struct bdsnap_restore_report *rep;
-};
-
-/* record_fn: put one pre-image back where it came from. */
-static int write_block(void *ctx, uint64_t block, const uint8_t *data, uint32_t len,
-		       uint64_t off)
+int write_block(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uint64_t off)
 {
 	struct writer *w = ctx;
-	uint64_t pos = block * w->block_size;
-	ssize_t n;
+	int rc;
 
 	(void)off;
-	while (len) {
-		n = pwrite(w->fd, data, len, pos);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		data += n;
-		len -= n;
-		pos += n;
-		w->rep->bytes += n;
-	}
-	w->rep->blocks++;
+	rc = write_full(w->fd, data, len, block * w->block_size);
+	if (rc)
+		return rc;
+	w->blocks++;
+	w->bytes += len;
 	return 0;
 }
 
-static int check_state(const struct bdsnap_session *s, unsigned int flags,
-		       struct bdsnap_restore_report *rep)
+int check_state(const struct bdsnap_session *s, unsigned int flags, const char **refused)
 {
 	if (flags & BDSNAP_RESTORE_FORCE)
 		return 0;
 	switch (s->info.state_kind) {
 	case BDSNAP_META_OPEN:
-		return refuse(rep, -EINPROGRESS, "session is open (device still mounted, or a crash)");
+		/* Ordered: no block reached the device before its pre-image was durable. */
+		if (s->info.ordered == 1)
+			return 0;
+		return refuse(refused, -EINPROGRESS,
+			      "session is open and not ordered (device still mounted, "
+			      "or a crash may have lost pre-images)");
 	case BDSNAP_META_INCOMPLETE:
-		return refuse(rep, -ENODATA, "session is incomplete (pre-images were lost)");
+		return refuse(refused, -ENODATA, "session is incomplete (pre-images were lost)");
 	default:
 		return 0;
 	}
@@ -198,27 +177,28 @@ int bdsnap_session_restore(struct bdsnap_session *s, const char *target,
 	struct bdsnap_verify_report again = { 0 };
 	unsigned int flags = opts ? opts->flags : 0;
 	bool dry = flags & BDSNAP_RESTORE_DRY_RUN;
-	struct progress prog = { opts ? opts->progress : NULL, opts ? opts->ctx : NULL, 0,
-				 dry ? 1 : 2 };
-	struct writer w = { .fd = -1, .rep = rep };
+	struct progress prog = { opts ? opts->progress : NULL, opts ? opts->ctx : NULL, 0, 0 };
+	struct writer w = { .fd = -1 };
 	uint64_t size;
 	int rc;
 
 	memset(rep, 0, sizeof(*rep));
 	if (s->meta_reason)
 		return report_bad(&rep->verify, "meta", s->meta_offset, s->meta_reason);
-	rc = check_state(s, flags, rep);
+	rc = check_state(s, flags, &rep->refused);
 	if (rc)
 		return rc;
 	if (!target)
 		target = s->info.path;
-	rc = open_target(target, dry, rep, &w.fd, &size);
+	rc = target_open(target, dry, &rep->refused, &w.fd, &size);
 	if (rc)
 		return rc;
+	/* Two passes over the log (verify, write), one in a dry run. */
+	prog.total = blocks_size(s) * (dry ? 1 : 2);
 	/* Size only after verify: a damaged device_size is corruption, not a refusal. */
-	rc = session_verify(s, &rep->verify, &prog);
+	rc = session_verify(s, &rep->verify, &prog, NULL);
 	if (!rc && size < s->info.device_size)
-		rc = refuse(rep, -ENOSPC, "target is smaller than the session's device");
+		rc = refuse(&rep->refused, -ENOSPC, "target is smaller than the session's device");
 	if (rc || dry) {
 		rep->blocks = rc ? 0 : rep->verify.records;
 		rep->bytes = rc ? 0 : rep->verify.bytes_raw;
@@ -227,8 +207,10 @@ int bdsnap_session_restore(struct bdsnap_session *s, const char *target,
 	}
 
 	w.block_size = s->info.block_size;
-	prog.pass = 1;
+	prog.base = rep->verify.file_size;
 	rc = store_scan(s, rep->verify.file_size, &again, write_block, &w, &prog);
+	rep->blocks = w.blocks;
+	rep->bytes = w.bytes;
 	/* A log that changed between the passes is a failed restore, not a success. */
 	if (!rc && again.records != rep->verify.records)
 		rc = -EIO;

@@ -342,3 +342,30 @@ int bdsnap_sessions_scan(const char *store_dir, struct bdsnap_session ***out, si
 	*count = n;
 	return 0;
 }
+
+int bdsnap_sessions_later(const char *store_dir, const struct bdsnap_session *s,
+			  struct bdsnap_session ***out, size_t *count)
+{
+	const struct bdsnap_session_info *me = &s->info, *in;
+	struct bdsnap_session **list;
+	size_t i, n, kept = 0;
+	int rc;
+
+	if (!me->path || !me->start)
+		return -EINVAL;
+	rc = bdsnap_sessions_scan(store_dir, &list, &n);
+	if (rc)
+		return rc;
+	/* The list is sorted by start: keep the later ones of this device, in order. */
+	for (i = 0; i < n; i++) {
+		in = &list[i]->info;
+		if (in->path && in->start && !strcmp(in->path, me->path) &&
+		    strcmp(in->start, me->start) > 0)
+			list[kept++] = list[i];
+		else
+			bdsnap_session_close(list[i]);
+	}
+	*out = list;
+	*count = kept;
+	return 0;
+}

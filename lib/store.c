@@ -146,11 +146,6 @@ static const char *decode(const struct bdsnap_record *r, uint8_t *payload, uint8
 	return NULL;
 }
 
-static void report_progress(const struct progress *p, uint64_t done, uint64_t size)
-{
-	if (p && p->fn)
-		p->fn(p->ctx, p->pass * size + done, p->passes * size);
-}
 
 int store_scan(struct bdsnap_session *s, uint64_t limit, struct bdsnap_verify_report *rep,
 	       record_fn fn, void *ctx, const struct progress *prog)
@@ -235,13 +230,13 @@ int store_scan(struct bdsnap_session *s, uint64_t limit, struct bdsnap_verify_re
 			goto out;
 		rep->records++;
 		rep->bytes_raw += le32toh(r.raw_len);
-		report_progress(prog, rd.off, rd.end);
+		progress_report(prog, rd.off);
 	}
 	if (off < rd.end) {
 		rep->torn_tail = 1;
 		rep->torn_offset = off;
 	}
-	report_progress(prog, rd.end, rd.end);
+	progress_report(prog, rd.end);
 out:
 	free(raw);
 	free(payload);
@@ -249,14 +244,6 @@ out:
 	close(rd.fd);
 	return rc;
 }
-
-/* Block numbers seen so far: open addressing, UINT64_MAX marks a free slot
- * (it can never pass the device_size check). */
-struct blockset {
-	uint64_t *slot;
-	size_t cap, n;		/* cap is a power of two */
-	struct bdsnap_verify_report *rep;
-};
 
 static size_t slot_of(const struct blockset *set, uint64_t block)
 {
@@ -285,15 +272,11 @@ static int blockset_grow(struct blockset *set)
 	return 0;
 }
 
-/* record_fn: the once-per-session rule. */
-static int add_unique(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uint64_t off)
+int blockset_add(struct blockset *set, uint64_t block)
 {
-	struct blockset *set = ctx;
 	size_t j;
 	int rc;
 
-	(void)data;
-	(void)len;
 	if (2 * (set->n + 1) > set->cap) {
 		rc = blockset_grow(set);
 		if (rc)
@@ -301,10 +284,30 @@ static int add_unique(void *ctx, uint64_t block, const uint8_t *data, uint32_t l
 	}
 	for (j = slot_of(set, block); set->slot[j] != UINT64_MAX; j = (j + 1) & (set->cap - 1))
 		if (set->slot[j] == block)
-			return report_bad(set->rep, "blocks", off, "duplicate block");
+			return 1;
 	set->slot[j] = block;
 	set->n++;
 	return 0;
+}
+
+void blockset_free(struct blockset *set)
+{
+	free(set->slot);
+	*set = (struct blockset){ 0 };
+}
+
+/* record_fn: the once-per-session rule; @ctx is a struct unique_ctx. */
+int add_unique(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uint64_t off)
+{
+	struct unique_ctx *u = ctx;
+	int rc;
+
+	(void)data;
+	(void)len;
+	rc = blockset_add(&u->set, block);
+	if (rc > 0)
+		return report_bad(u->rep, "blocks", off, "duplicate block");
+	return rc;
 }
 
 /* meta's end-of-session counters must describe the log that is there. */
@@ -327,25 +330,58 @@ static int check_counters(struct bdsnap_session *s, struct bdsnap_verify_report 
 }
 
 int session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *rep,
-		   const struct progress *prog)
+		   const struct progress *prog, struct blockset *keep)
 {
-	struct blockset set = { .rep = rep };
+	struct unique_ctx u = { .rep = rep };
 	int rc;
 
 	memset(rep, 0, sizeof(*rep));
 	rep->meta_torn = s->meta_torn;
 	if (s->meta_reason)
 		return report_bad(rep, "meta", s->meta_offset, s->meta_reason);
-	rc = store_scan(s, UINT64_MAX, rep, add_unique, &set, prog);
-	free(set.slot);
+	rc = store_scan(s, UINT64_MAX, rep, add_unique, &u, prog);
 	if (!rc && s->info.state_kind == BDSNAP_META_COMPLETE)
 		rc = check_counters(s, rep);
+	if (!rc && keep)
+		*keep = u.set;
+	else
+		blockset_free(&u.set);
 	return rc;
+}
+
+int bdsnap_session_verify_progress(struct bdsnap_session *s,
+				   struct bdsnap_verify_report *report,
+				   bdsnap_progress_fn progress, void *ctx)
+{
+	struct bdsnap_verify_report local;
+	struct progress prog = { progress, ctx, 0, blocks_size(s) };
+
+	return session_verify(s, report ? report : &local, &prog, NULL);
 }
 
 int bdsnap_session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *report)
 {
-	struct bdsnap_verify_report local;
+	return bdsnap_session_verify_progress(s, report, NULL, NULL);
+}
 
-	return session_verify(s, report ? report : &local, NULL);
+uint64_t blocks_size(const struct bdsnap_session *s)
+{
+	char path[BDSNAP_PATH_MAX + 8];
+	struct stat st;
+
+	if (snprintf(path, sizeof(path), "%s/blocks", s->dir) >= (int)sizeof(path) ||
+	    stat(path, &st))
+		return 0;
+	return st.st_size;
+}
+
+void progress_report(const struct progress *p, uint64_t done)
+{
+	uint64_t at;
+
+	if (!p || !p->fn)
+		return;
+	/* Totals are estimated up front; an open session's log may have grown since. */
+	at = p->base + done;
+	p->fn(p->ctx, at < p->total ? at : p->total, p->total);
 }

@@ -26,6 +26,24 @@ int read_full(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+int write_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+	ssize_t n;
+
+	while (len) {
+		n = pwrite(fd, p, len, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p += n;
+		len -= n;
+		off += n;
+	}
+	return 0;
+}
+
 ssize_t read_small(const char *path, char *buf, size_t cap)
 {
 	ssize_t got;

@@ -120,14 +120,14 @@ class Session:
     """One session directory: meta lines and the blocks log, written on demand."""
 
     def __init__(self, root, name, device_size, path, state="complete", devname="loop0",
-                 start="2024-05-01T10:00:00.000000000Z", block_size=BS, uuid=UUID):
+                 start="2024-05-01T10:00:00.000000000Z", block_size=BS, uuid=UUID, ordered=0):
         self.dir = Path(root) / name
         self.device_size = device_size
         self.header = store_header(device_size, block_size, uuid)
         self.records = []
         self.meta = [("format", C["BDSNAP_STORE_VERSION"]), ("uuid", uuid.hex()),
                      ("path", path), ("devname", devname), ("device_size", device_size),
-                     ("block_size", block_size), ("tracker", "bio"), ("ordered", 0),
+                     ("block_size", block_size), ("tracker", "bio"), ("ordered", ordered),
                      ("start", start), ("state", "open")]
         self.end_state = state
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import CLI, DEVICE_SIZE, run
+from conftest import CLI, DEVICE_SIZE, run, sha
 
 NO_MODULE = not os.path.exists("/dev/snap")
 needs_no_module = pytest.mark.skipif(not NO_MODULE, reason="/dev/snap exists on this host")
@@ -14,13 +14,18 @@ def test_help_is_stdout_exit_0():
     res = run("--help")
     assert res.returncode == 0 and res.stderr == ""
     assert res.stdout.startswith("Usage: bdsnap")
-    for cmd in ("activate", "deactivate", "status", "sessions", "show", "verify", "restore"):
+    for cmd in ("activate", "deactivate", "status", "sessions", "show", "verify", "changed",
+                "restore", "export"):
         assert "\n  %s " % cmd in res.stdout
+    assert "4 refused" in res.stdout
 
 
 def test_command_help():
     res = run("restore", "-h")
     assert res.returncode == 0 and "--dry-run" in res.stdout
+    res = run("export", "--help")
+    assert res.returncode == 0 and res.stdout.startswith("Usage: bdsnap export SESSION --to FILE")
+    assert "--from DEV" in res.stdout
 
 
 def test_version():
@@ -34,6 +39,9 @@ def test_version():
     ["activate", "d", "--tracker", "zfs"], ["activate", "d", "--via", "carrier-pigeon"],
     ["activate", "d", "--password-fd", "x"], ["activate", "d", "--passfile", "f", "--password-fd", "0"],
     ["deactivate", "d", "--ordered"], ["sessions", "a", "b"],
+    ["export", "a"], ["export", "--to", "f"], ["export", "a", "b", "--to", "f"],
+    ["restore", "a", "--from", "x"], ["changed"], ["changed", "a", "b"], ["changed", "a", "--to", "x"],
+    ["show", "a", "--force"], ["verify", "a", "--json"], ["status", "extra"],
 ], ids=lambda a: " ".join(a) or "no-args")
 def test_usage_errors_exit_2(args):
     res = run(*args)
@@ -112,9 +120,10 @@ def test_sessions_sorted_by_start(world):
     res = run("sessions", "--store", world.store)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "DEVNAME", "START", "STATE"]
+    assert lines[0].split() == ["NAME", "DEVNAME", "START", "STATE", "BLOCKS", "STORED"]
     assert [l.split()[0] for l in lines[1:]] == ["loop0_b", "loop0_c", "sdb1_a"]
-    assert lines[2].split()[3] == "open"
+    assert lines[2].split()[3:] == ["open", "-", "-"]
+    assert lines[1].split()[3:5] == ["complete", "6"]
 
 
 @pytest.mark.parametrize("dev,expect", [("loop0", ["loop0_b", "loop0_c"]),
@@ -158,3 +167,57 @@ def test_show_open_session_has_null_counters(world):
 def test_show_missing_session(world):
     res = run("show", "nope", "--store", world.store)
     assert res.returncode == 1 and "no such session" in res.stderr
+
+
+@pytest.mark.parametrize("state,ordered,text,ok", [
+    ("open", 1, "open (ordered: restorable after a crash)", True),
+    ("open", 0, "open (not restorable unless --force: a crash may have lost pre-images)", False),
+    ("incomplete:EIO", 0, "incomplete:EIO (not restorable unless --force: pre-images were lost)",
+     False),
+    ("complete", 0, "complete", True),
+], ids=["ordered-open", "plain-open", "incomplete", "complete"])
+def test_show_says_whether_restorable(world, state, ordered, text, ok):
+    s = world.session(state=state, ordered=ordered)
+    s.write()
+    res = run("show", s.dir)
+    assert res.returncode == 0, res.stderr
+    assert "\nstate:         %s\n" % text in res.stdout
+    info = json.loads(run("show", s.dir, "--json").stdout)
+    assert info["state"] == state and info["restorable"] is ok
+    assert info["ordered"] is bool(ordered)
+    assert (info["note"] is None) == (state == "complete")
+
+
+def test_show_sizes_and_ratio(world):
+    s = world.session()
+    s.write()
+    info = json.loads(run("show", s.dir, "--json").stdout)
+    assert info["ratio"] == round(info["bytes_raw"] / info["bytes_stored"], 2)
+    text = run("show", s.dir).stdout
+    assert "device_size:   %d (161.0 KiB)\n" % DEVICE_SIZE in text
+    assert "ordered:       no\n" in text
+
+
+def test_restore_ordered_open_session_without_force(world):
+    """Ordered: every write waited for a durable pre-image, so a crash loses nothing."""
+    s = world.session(state="open", ordered=1)
+    s.write()
+    res = run("restore", s.dir)
+    assert res.returncode == 0, res.stderr
+    assert sha(world.image) == world.pre_sha
+
+
+def test_json_listings_parse(world):
+    sessions(world)
+    listing = json.loads(run("sessions", "--store", world.store, "--json").stdout)
+    assert [s["name"] for s in listing] == ["loop0_b", "loop0_c", "sdb1_a"]
+    for s in listing:
+        shown = json.loads(run("show", s["dir"], "--json").stdout)
+        assert shown == s
+        changed = json.loads(run("changed", s["dir"], "--json").stdout)
+        assert changed["session"] == s["name"]
+
+
+def test_sessions_json_of_empty_store(tmp_path):
+    res = run("sessions", "--store", tmp_path, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout) == []
