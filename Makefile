@@ -175,3 +175,21 @@ FUZZ_SECONDS ?= 1800
 fuzz: deps
 	$(MAKE) lib
 	BDSNAP_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PYTEST) -v -s tests/fuzz
+
+# ---- issue 9: benchmark -------------------------------------------------------
+# make bench   one guest boot (~16 min): fio on ext4 with no snapshot, bdsnap V2,
+#              V2 ordered and dm-snapshot; a write loop on singlefilefs alone, with
+#              V1 and with V2; store size, restore vs dd, kernel memory. Writes
+#              bench/results/<date>.md and .png (bench/report.py; gnuplot-nox is
+#              installed here, only `make bench` needs it). The smoke variant runs
+#              in `make test` (tests/scenarios/test_bench_smoke.py).
+.PHONY: bench
+
+bench: deps
+	@dpkg-query -W -f='$${Status}\n' gnuplot-nox 2>/dev/null | grep -q '^install ok installed' || { \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends gnuplot-nox; }
+	$(MAKE) all
+	$(VM) --name bench --mem 3072 --timeout 1500 -- \
+		'$(PY) bench/bench.py --profile full --out /results'
+	$(PY) bench/report.py build/vm-results/bench/bench.json --out bench/results
