@@ -55,6 +55,7 @@ int bdsnap_deflate(struct bdsnap_deflate *z, const void *src, unsigned int len,
 
 /* store.c: the on-disk log of one session */
 struct bdsnap_store_info {
+	const char *name;	/* for log lines; must outlive the store */
 	const char *path;
 	const char *devname;
 	u64 device_size;
@@ -71,6 +72,7 @@ struct bdsnap_store_info {
  * @queued: number of entries on @queue.
  * @space_wq: producers wait here while @queued is at the budget.
  * @work: drains @queue into the log.
+ * @name: the session's name in log lines.
  * @z: deflate state, used by @work only.
  * @buf: staging buffer so the log is written in large appends.
  * @buf_len: bytes staged in @buf.
@@ -92,6 +94,7 @@ struct bdsnap_store {
 	unsigned int queued;
 	wait_queue_head_t space_wq;
 	struct work_struct work;
+	const char *name;
 	struct bdsnap_deflate z;
 	u8 *buf;
 	size_t buf_len;

@@ -119,6 +119,7 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 		ret = -ENOMEM;
 		goto fail_bdev;
 	}
+	info.name = s->dirname;
 	info.devname = s->devname;
 	info.device_size = s->nr_bytes;
 	ret = s->ops->start(s);
@@ -148,7 +149,9 @@ fail_free:
  * Return: 1 when a session was started, 0 when none is needed (not
  * activated, or already mounted), -errno when the mount must fail because
  * its snapshot could not be set up: -EOPNOTSUPP when the device's tracker
- * cannot track this file system exactly, or the store's error.
+ * cannot track this file system exactly, -EBUSY when the device is open in
+ * a session through another block device (a second loop device over the
+ * same image), or the store's error.
  */
 int bdsnap_session_begin(dev_t dev, const char *fstype)
 {
@@ -158,8 +161,21 @@ int bdsnap_session_begin(dev_t dev, const char *fstype)
 
 	bdsnap_registry_lock();
 	d = bdsnap_registry_match(dev);
-	if (!d || d->session)
+	if (!d)
 		goto out;
+	if (d->session) {
+		/*
+		 * A second loop device over the same image would change the
+		 * image behind the open session's back.
+		 */
+		if (d->session->bdev->bd_dev != dev) {
+			ret = -EBUSY;
+			pr_err("%s: device %u:%u: already mounted through %s in session %s: mount refused\n",
+			       d->path, MAJOR(dev), MINOR(dev), d->session->devname,
+			       d->session->dirname);
+		}
+		goto out;
+	}
 	if (d->tracker == BDSNAP_TRACKER_VFS && !bdsnap_vfs_tracks_exactly(fstype)) {
 		ret = -EOPNOTSUPP;
 		pr_err("%s: the vfs tracker cannot track %s exactly: mount refused (activate with the bio tracker)\n",

@@ -202,8 +202,8 @@ static void bdsnap_store_fail(struct bdsnap_store *st, int error)
 	spin_lock(&st->lock);
 	if (!st->error) {
 		st->error = error;
-		pr_err("session store failed (error %d): session is incomplete, pre-images are dropped from now on\n",
-		       error);
+		pr_err("session %s: writing the store failed (error %d): session is incomplete, pre-images are dropped from now on\n",
+		       st->name, error);
 	}
 	spin_unlock(&st->lock);
 	wake_up_all(&st->space_wq);
@@ -331,6 +331,7 @@ int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 	init_waitqueue_head(&st->durable_wq);
 	INIT_WORK(&st->work, bdsnap_store_work);
 	st->ordered = info->ordered;
+	st->name = info->name;
 	store_queue_max = clamp(store_queue_max, 64U, 262144U);
 
 	ret = bdsnap_store_mkdir(dir);

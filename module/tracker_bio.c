@@ -182,13 +182,20 @@ static int bdsnap_bio_read_run(struct bdsnap_session *s, struct bdsnap_bio_batch
 	return 0;
 }
 
+/* Pre-images are lost from now on: the session ends incomplete. */
+static void bdsnap_bio_mark_failed(struct bdsnap_session *s)
+{
+	atomic64_inc(&s->read_errors);
+	WRITE_ONCE(s->failed, true);
+}
+
+/* A failure of the tracker's own (the store logs its failures itself). */
 static void bdsnap_bio_fail(struct bdsnap_session *s, int error)
 {
 	if (!READ_ONCE(s->failed))
 		pr_err("%s: cannot take pre-images (error %d): session %s is incomplete\n",
 		       s->devname, error, s->dirname);
-	atomic64_inc(&s->read_errors);
-	WRITE_ONCE(s->failed, true);
+	bdsnap_bio_mark_failed(s);
 }
 
 /*
@@ -200,8 +207,8 @@ static void bdsnap_bio_save(struct bdsnap_session *s, struct bdsnap_bio_batch *b
 			    unsigned int n)
 {
 	unsigned int i, run;
+	int error = 0, store_error = 0;
 	u64 seq = 0;
-	int error = 0;
 
 	memset(batch->pages, 0, sizeof(batch->pages[0]) * n);
 	memset(batch->reads, 0, sizeof(batch->reads[0]) * n);
@@ -230,18 +237,20 @@ static void bdsnap_bio_save(struct bdsnap_session *s, struct bdsnap_bio_batch *b
 		}
 		if (!batch->pages[i])
 			continue;
-		if (error)
+		if (error || store_error)
 			__free_page(batch->pages[i]);
 		else
-			error = bdsnap_store_add(&s->store, block, batch->pages[i],
-						 bdsnap_session_block_len(s, block), &seq);
+			store_error = bdsnap_store_add(&s->store, block, batch->pages[i],
+						       bdsnap_session_block_len(s, block), &seq);
 	}
-	if (!error && s->ordered)
-		error = bdsnap_store_wait_durable(&s->store, seq);
-	if (error) {
+	if (!error && !store_error && s->ordered)
+		store_error = bdsnap_store_wait_durable(&s->store, seq);
+	if (error)
 		bdsnap_bio_fail(s, error);
+	else if (store_error)
+		bdsnap_bio_mark_failed(s);
+	if (error || store_error)
 		return;
-	}
 	for (i = 0; i < n && !error; i++)
 		error = bdsnap_blockmap_set(&s->map, batch->blocks[i], GFP_NOIO);
 	if (error)
