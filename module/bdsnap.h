@@ -74,6 +74,9 @@ struct bdsnap_store_info {
  * @work: drains @queue into the log.
  * @name: the session's name in log lines.
  * @z: deflate state, used by @work only.
+ * @deflate_skip: blocks still to store raw without trying deflate.
+ * @deflate_backoff: length of the last such run (doubles while blocks do
+ *	not compress).
  * @buf: staging buffer so the log is written in large appends.
  * @buf_len: bytes staged in @buf.
  * @error: first write error; once set, pre-images are dropped.
@@ -96,6 +99,8 @@ struct bdsnap_store {
 	struct work_struct work;
 	const char *name;
 	struct bdsnap_deflate z;
+	unsigned int deflate_skip;
+	unsigned int deflate_backoff;
 	u8 *buf;
 	size_t buf_len;
 	int error;

@@ -222,6 +222,40 @@ static void bdsnap_store_flush_buf(struct bdsnap_store *st)
 		bdsnap_store_fail(st, ret);
 }
 
+/*
+ * After a block that does not compress, the next ones are stored raw
+ * without trying (1, 3, 7 ... up to this many): deflate is most of the
+ * worker's time, and blocks of one stream tend to be alike, so an
+ * incompressible stream costs one deflate in 64 blocks.
+ */
+#define BDSNAP_DEFLATE_BACKOFF_MAX 63
+
+/* Return: bytes of zlib stream at @dst, or -ENOSPC to store @data raw. */
+static int bdsnap_store_compress(struct bdsnap_store *st, const void *data,
+				 unsigned int len, void *dst)
+{
+	int stored;
+
+	if (st->deflate_skip) {
+		st->deflate_skip--;
+		return -ENOSPC;
+	}
+	/*
+	 * Compressed only when that saves an eighth: a nearly incompressible
+	 * block costs an inflate at restore for little space, and deflate
+	 * gives up on it sooner with the smaller output room.
+	 */
+	stored = bdsnap_deflate(&st->z, data, len, dst, len - len / 8);
+	if (stored < 0) {
+		st->deflate_backoff = min(2 * st->deflate_backoff + 1,
+					  BDSNAP_DEFLATE_BACKOFF_MAX);
+		st->deflate_skip = st->deflate_backoff;
+	} else {
+		st->deflate_backoff = 0;
+	}
+	return stored;
+}
+
 /* Append one record to the staging buffer; the buffer has room for it. */
 static void bdsnap_store_stage(struct bdsnap_store *st, struct bdsnap_preimage *pre)
 {
@@ -231,7 +265,7 @@ static void bdsnap_store_stage(struct bdsnap_store *st, struct bdsnap_preimage *
 	int stored;
 	u32 flags = BDSNAP_REC_ZLIB;
 
-	stored = bdsnap_deflate(&st->z, data, pre->len, payload, pre->len - 1);
+	stored = bdsnap_store_compress(st, data, pre->len, payload);
 	if (stored < 0) {
 		memcpy(payload, data, pre->len);
 		stored = pre->len;
