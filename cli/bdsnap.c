@@ -9,7 +9,11 @@
  *   2  usage error
  *   3  verification failed: the session store is corrupt
  *   4  refused: target mounted, in use or too small; session open (and not
- *      ordered) or incomplete without --force (nothing was written)
+ *      ordered) or incomplete without --force (nothing was written); load:
+ *      already loaded; unload: a session open, or devices activated
+ *      without --force
+ *   5  load: the module file is missing or built for another kernel
+ *   6  load, unload: the configuration or password file is unusable
  */
 #include <err.h>
 #include <errno.h>
@@ -26,17 +30,17 @@
 #include <unistd.h>
 
 #include "bdsnap.h"
+#include "cmd.h"
 #include "out.h"
 #include "password.h"
-
-enum { EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_CORRUPT = 3, EXIT_REFUSED = 4 };
 
 #define DEFAULT_STORE	"/snapshot"
 
 /* Command options are long only; each command lists the ones it takes. */
 enum opt {
 	OPT_TRACKER = 256, OPT_ORDERED, OPT_VIA, OPT_PASSFILE, OPT_PASSFD, OPT_STORE,
-	OPT_JSON, OPT_TO, OPT_FROM, OPT_DRY_RUN, OPT_FORCE,
+	OPT_JSON, OPT_TO, OPT_FROM, OPT_DRY_RUN, OPT_FORCE, OPT_NO_SYSCALLS, OPT_CONFIG,
+	OPT_WAIT, OPT_MODULE,
 };
 #define O(x)	(1U << ((x) - OPT_TRACKER))
 
@@ -59,6 +63,10 @@ static const struct option longopts[] = {
 	{ "from", required_argument, NULL, OPT_FROM },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "force", no_argument, NULL, OPT_FORCE },
+	{ "no-syscalls", no_argument, NULL, OPT_NO_SYSCALLS },
+	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "wait", required_argument, NULL, OPT_WAIT },
+	{ "module", no_argument, NULL, OPT_MODULE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -66,16 +74,6 @@ static const struct option longopts[] = {
 static const char *const tracker_names[] = { "default", "bio", "vfs" };
 static const char *const via_names[] = { "auto", "ioctl", "syscall" };
 static const char *const live_state_names[] = { "none", "open", "incomplete" };
-
-struct args {
-	char **pos;
-	int npos;
-	unsigned int tracker, flags;
-	enum bdsnap_via via;
-	const char *passfile, *store, *to, *from;
-	int passfd;
-	bool json, dry_run, force;
-};
 
 struct command {
 	const char *name;
@@ -98,7 +96,8 @@ static void usage(FILE *f)
 	fprintf(f, "\nSESSION is a session directory, or its name under the store (default %s).\n"
 		"Passwords are typed at /dev/tty without echo, unless --passfile or\n"
 		"--password-fd is given; they are never taken from the command line.\n"
-		"Exit status: 0 ok, 1 error, 2 usage, 3 corrupt store, 4 refused.\n"
+		"Exit status: 0 ok, 1 error, 2 usage, 3 corrupt store, 4 refused,\n"
+		"5 module missing or for another kernel, 6 bad configuration or password file.\n"
 		"See bdsnap(8).\n", DEFAULT_STORE);
 }
 
@@ -143,15 +142,16 @@ static unsigned int pick(const char *opt, const char *val, const char *const *na
 	usage_error("--%s: unknown value '%s'", opt, val);
 }
 
-static int parse_fd(const char *s)
+/* A number 0..@max for --@opt, said to be @what. */
+static int parse_uint(const char *opt, const char *what, const char *s, long max)
 {
 	char *end;
 	long v;
 
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < 0 || v > INT_MAX)
-		usage_error("--password-fd: not a file descriptor: '%s'", s);
+	if (errno || end == s || *end || v < 0 || v > max)
+		usage_error("--%s: not %s: '%s'", opt, what, s);
 	return v;
 }
 
@@ -187,7 +187,7 @@ static void parse_args(const struct command *cmd, int argc, char **argv, struct 
 			a->passfile = optarg;
 			break;
 		case OPT_PASSFD:
-			a->passfd = parse_fd(optarg);
+			a->passfd = parse_uint("password-fd", "a file descriptor", optarg, INT_MAX);
 			break;
 		case OPT_STORE:
 			a->store = optarg;
@@ -207,8 +207,22 @@ static void parse_args(const struct command *cmd, int argc, char **argv, struct 
 		case OPT_FORCE:
 			a->force = true;
 			break;
+		case OPT_NO_SYSCALLS:
+			a->no_syscalls = true;
+			break;
+		case OPT_CONFIG:
+			a->config = optarg;
+			break;
+		case OPT_WAIT:
+			a->wait = parse_uint("wait", "a number of seconds", optarg, 3600);
+			break;
+		case OPT_MODULE:
+			a->module = true;
+			break;
 		}
 	}
+	if (a->wait && !a->config)
+		usage_error("%s: --wait applies to --config", cmd->name);
 	if (a->passfile && a->passfd >= 0)
 		usage_error("%s: --passfile and --password-fd exclude each other", cmd->name);
 	a->pos = argv + optind;
@@ -226,7 +240,7 @@ static const char *name_of(const char *const *names, size_t n, unsigned int i)
 
 /* ---- control commands ---- */
 
-static const char *ctl_hint(int err)
+const char *ctl_hint(int err)
 {
 	switch (err) {
 	case ENOENT:	return "";
@@ -316,9 +330,14 @@ static int cmd_status(const struct args *a, const char *name)
 	int rc;
 
 	(void)name;
+	if (a->module)
+		return cmd_module_status(a, false);
 	rc = bdsnap_list(&v, &n);
 	if (rc < 0)
 		return no_module(rc);
+	/* The JSON listing stays an array of devices: status --module --json has the rest. */
+	if (!a->json)
+		cmd_module_status(a, true);
 	if (!n && !a->json)
 		printf("no activated devices\n");
 	if (a->json)
@@ -695,8 +714,19 @@ static const struct command commands[] = {
 	{ "deactivate", cmd_control, "DEV [--via auto|ioctl|syscall] " PASSWORD_OPTS,
 	  "Stop snapshotting DEV (unmount it first).",
 	  O(OPT_VIA) | O(OPT_PASSFILE) | O(OPT_PASSFD), 1, 1 },
-	{ "status", cmd_status, "[--json]",
-	  "Activated devices and their open sessions, from the module.", O(OPT_JSON), 0, 0 },
+	{ "load", cmd_load,
+	  "[--from DIR] [--no-syscalls] [--config FILE [--wait SEC]] [--dry-run]\n"
+	  "      " PASSWORD_OPTS,
+	  "Load bdsnap.ko (usctm.ko first), installed or from build tree DIR;\n"
+	  "      then activate the devices of FILE (password: " BDSNAP_PASSFILE_PATH ").",
+	  O(OPT_FROM) | O(OPT_NO_SYSCALLS) | O(OPT_CONFIG) | O(OPT_WAIT) | O(OPT_DRY_RUN) |
+	  O(OPT_PASSFILE) | O(OPT_PASSFD), 0, 0 },
+	{ "unload", cmd_unload, "[--force] " PASSWORD_OPTS,
+	  "Unload bdsnap (and usctm); --force deactivates the devices first.",
+	  O(OPT_FORCE) | O(OPT_PASSFILE) | O(OPT_PASSFD), 0, 0 },
+	{ "status", cmd_status, "[--module] [--json]",
+	  "The module, then activated devices and their open sessions.",
+	  O(OPT_MODULE) | O(OPT_JSON), 0, 0 },
 	{ "sessions", cmd_sessions, "[DEV] [--store DIR] [--json]",
 	  "Sessions in the store, oldest first; only DEV's if given.",
 	  O(OPT_STORE) | O(OPT_JSON), 0, 1 },

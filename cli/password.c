@@ -99,6 +99,13 @@ int read_password(const char *passfile, int fd, char *buf, size_t cap)
 				close(pfd);
 			return -1;
 		}
+		/* Root-only in practice: whoever runs bdsnap (root) must own it. */
+		if (st.st_uid != 0 && st.st_uid != geteuid()) {
+			warnx("%s: owned by uid %u, not by root: chown root it", passfile,
+			      (unsigned int)st.st_uid);
+			close(pfd);
+			return -1;
+		}
 		if (st.st_mode & 077) {
 			warnx("%s: readable or writable by group or others (mode %04o): "
 			      "chmod 600 it", passfile, (unsigned int)(st.st_mode & 07777));

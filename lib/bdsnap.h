@@ -65,6 +65,176 @@ int bdsnap_deactivate(const char *dev, const char *password, enum bdsnap_via via
 int bdsnap_list(struct bdsnap_dev_info **out, size_t *count);
 int bdsnap_version(struct bdsnap_version *ver);
 
+/* ---- the module: load, unload, state (libkmod) ---- */
+
+/* struct bdsnap_load_opts.flags */
+#define BDSNAP_LOAD_NO_SYSCALLS	(1U << 0)	/* do not load usctm first */
+#define BDSNAP_LOAD_DRY_RUN	(1U << 1)	/* find and check the modules, insert nothing */
+
+/*
+ * struct bdsnap_load_opts - what bdsnap_module_load() loads, and how.
+ * @password: the module password (not empty, at most BDSNAP_PASSWORD_MAX - 1
+ *	bytes, no double quote or control character: it travels in the module
+ *	option string password="...", built in memory and handed to the kernel
+ *	with finit_module(); it is never in any process's argv or environment).
+ * @from: a build tree: DIR/module/bdsnap.ko (or DIR/bdsnap.ko) and
+ *	DIR/usctm/usctm.ko; NULL: the installed modules, found as modprobe finds
+ *	them (modules.dep of the running kernel, DKMS's included), with their
+ *	modprobe.d options and soft dependencies but never an install command.
+ * @params: more bdsnap parameters, e.g. "store_dir=/srv/snap"; may be NULL.
+ * @flags: BDSNAP_LOAD_*.
+ */
+struct bdsnap_load_opts {
+	const char *password;
+	const char *from;
+	const char *params;
+	unsigned int flags;
+};
+
+/* struct bdsnap_load_report.loaded */
+#define BDSNAP_MOD_BDSNAP	(1U << 0)
+#define BDSNAP_MOD_USCTM	(1U << 1)
+
+/*
+ * struct bdsnap_load_report - what bdsnap_module_load() found and did.
+ * @loaded: BDSNAP_MOD_* inserted by this call (what to unload on a later
+ *	failure); nothing in a dry run.
+ * @failed: on an error, the module it is about: "bdsnap" or "usctm"; NULL
+ *	when it is about neither (a bad password, no memory).
+ * @bdsnap_path, @usctm_path: the module files found ("" if none; usctm's
+ *	also when it is not loaded because it already was).
+ * @kver: on -ENOEXEC, the kernel release the @failed module was built for
+ *	(first word of its vermagic; "" if it has none).
+ * @running: the running kernel's release.
+ * @usctm_err: usctm was wanted and present but could not be loaded
+ *	(-errno; bdsnap was loaded all the same, without its system calls); 0.
+ */
+struct bdsnap_load_report {
+	unsigned int loaded;
+	const char *failed;
+	char bdsnap_path[BDSNAP_PATH_MAX];
+	char usctm_path[BDSNAP_PATH_MAX];
+	char kver[128];
+	char running[128];
+	int usctm_err;
+};
+
+/*
+ * bdsnap_module_load() - insert bdsnap.ko, after usctm.ko where it exists
+ * and is wanted (x86-64, no BDSNAP_LOAD_NO_SYSCALLS, not loaded yet).
+ * Before inserting anything, each module's vermagic is compared with the
+ * running kernel's release.  On any failure nothing this call inserted is
+ * left loaded.  The library's copies of the password are wiped.
+ * @report: may be NULL.
+ * Return: 0; -EINVAL bad password or options; -EEXIST bdsnap already loaded
+ * (nothing done); -ENOENT no such module file (or not installed for the
+ * running kernel); -ENOEXEC built for another kernel (@report->kver) or
+ * rejected by the kernel's version checks; -EPERM not allowed; else the
+ * kernel's error (e.g. the module's init refused its parameters: -EINVAL).
+ */
+int bdsnap_module_load(const struct bdsnap_load_opts *opts, struct bdsnap_load_report *report);
+
+/* bdsnap_module_unload() flags */
+#define BDSNAP_UNLOAD_USCTM	(1U << 0)	/* then usctm too, if nothing else holds it */
+
+/*
+ * bdsnap_module_unload() - remove bdsnap.ko.  Activated devices without an
+ * open session are dropped with it (deactivate them first to do it
+ * cleanly); an open session holds the module, so its removal fails.
+ * Return: 0; -ENOENT not loaded; -EBUSY a session is open; -EPERM; -errno.
+ */
+int bdsnap_module_unload(unsigned int flags);
+
+/*
+ * struct bdsnap_module_state - the module as the kernel shows it.
+ * @loaded: 1 live; 0 not loaded (nothing else is set); -1 loading or
+ *	unloading.
+ * @version: the VERSION request (features: trackers, ordered, syscalls);
+ *	@version.size is 0 when /dev/snap did not answer.
+ * @modversion: /sys/module/bdsnap/version, "" if absent.
+ * @store_dir: the store_dir parameter.
+ * @sys_activate_nr, @sys_deactivate_nr: the system call numbers, -1 when
+ *	not installed.
+ * @refcnt: references to the module; each open session holds one.
+ * @devices, @sessions: activated devices and open sessions (LIST).
+ * @usctm_loaded: usctm.ko is loaded.
+ */
+struct bdsnap_module_state {
+	int loaded;
+	struct bdsnap_version version;
+	char modversion[32];
+	char store_dir[BDSNAP_PATH_MAX];
+	long sys_activate_nr, sys_deactivate_nr;
+	int refcnt;
+	unsigned int devices, sessions;
+	int usctm_loaded;
+};
+
+/* bdsnap_module_state() - Return: 0 (also when not loaded); -errno. */
+int bdsnap_module_state(struct bdsnap_module_state *st);
+
+/* ---- the boot-time configuration: /etc/bdsnap/bdsnap.conf ---- */
+
+#define BDSNAP_CONF_PATH	"/etc/bdsnap/bdsnap.conf"
+#define BDSNAP_PASSFILE_PATH	"/etc/bdsnap/password"
+
+/*
+ * One device to activate: a line "PATH [tracker=bio|vfs] [ordered=yes|no]".
+ * @path: absolute, as written.  @tracker: enum bdsnap_tracker.
+ * @flags: BDSNAP_ACT_*.  @line: its line number.
+ */
+struct bdsnap_conf_dev {
+	char *path;
+	unsigned int tracker;
+	unsigned int flags;
+	unsigned int line;
+};
+
+/*
+ * struct bdsnap_conf_error - the first problem found.
+ * @line: 1-based line number; 0 for the file as a whole.
+ * @what: the offending word (truncated to fit), or "".
+ * @reason: a short static explanation.
+ */
+struct bdsnap_conf_error {
+	unsigned int line;
+	char what[128];
+	const char *reason;
+};
+
+/*
+ * bdsnap_conf_parse() - parse a configuration held in memory.
+ * '#' starts a comment (at the start of a line or after blanks); blank
+ * lines are skipped; words are separated by blanks.  Each line names one
+ * device by absolute path, then keys: tracker=bio|vfs (default: the
+ * module's default tracker), ordered=yes|no (default no).  A device listed
+ * twice, a key given twice or an unknown key is an error.
+ * @out: malloc'ed array (NULL when @count is 0), freed by bdsnap_conf_free().
+ * @err: may be NULL.
+ * Return: 0; -EINVAL syntax (@err says where); -ENOMEM.
+ */
+int bdsnap_conf_parse(const char *text, size_t len, struct bdsnap_conf_dev **out,
+		      size_t *count, struct bdsnap_conf_error *err);
+
+/*
+ * bdsnap_conf_read() - read and parse @file (at most 1 MiB).  The file must
+ * not be writable by group or others, since it decides what is snapshotted.
+ * Return: as bdsnap_conf_parse(); -EPERM writable by group or others;
+ * -EFBIG; -errno (line 0).
+ */
+int bdsnap_conf_read(const char *file, struct bdsnap_conf_dev **out, size_t *count,
+		     struct bdsnap_conf_error *err);
+
+/*
+ * bdsnap_conf_check() - every device exists, is a block device or a
+ * regular file, and none is listed twice under two names.
+ * Return: 0; -ENOENT missing; -ENOTBLK neither; -EINVAL listed twice;
+ * -errno; @err names the line.
+ */
+int bdsnap_conf_check(const struct bdsnap_conf_dev *devs, size_t count,
+		      struct bdsnap_conf_error *err);
+void bdsnap_conf_free(struct bdsnap_conf_dev *devs, size_t count);
+
 /* ---- sessions in the store ---- */
 
 /* A number meta does not (validly) carry. */

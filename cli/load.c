@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: GPL-2.0
+/* bdsnap load, unload, and the module's state in status. */
+#include <err.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cmd.h"
+#include "out.h"
+#include "password.h"
+
+static const char *tracker_word(unsigned int t)
+{
+	return t == BDSNAP_TRACKER_VFS ? "vfs" : t == BDSNAP_TRACKER_BIO ? "bio" : "default";
+}
+
+/* ---- the configuration file ---- */
+
+static void conf_error(const char *file, const struct bdsnap_conf_error *e, int rc)
+{
+	const char *why = e->reason ? e->reason : strerror(-rc);
+
+	if (e->line)
+		warnx("%s:%u: %s: %s", file, e->line, e->what, why);
+	else
+		warnx("%s: %s", file, why);
+}
+
+/* Parse --config and check its devices, waiting up to --wait seconds for them. */
+static int read_conf(const struct args *a, struct bdsnap_conf_dev **devs, size_t *n)
+{
+	const struct timespec tick = { 0, 200 * 1000 * 1000 };
+	struct bdsnap_conf_error e = { 0 };
+	unsigned int ticks = 0;
+	int rc;
+
+	rc = bdsnap_conf_read(a->config, devs, n, &e);
+	if (rc < 0) {
+		conf_error(a->config, &e, rc);
+		return -1;
+	}
+	/* At boot, device nodes may still be appearing. */
+	while ((rc = bdsnap_conf_check(*devs, *n, &e)) == -ENOENT && ticks < a->wait * 5) {
+		nanosleep(&tick, NULL);
+		ticks++;
+	}
+	if (rc < 0) {
+		conf_error(a->config, &e, rc);
+		bdsnap_conf_free(*devs, *n);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- load ---- */
+
+/* Why bdsnap_module_load() failed, and the exit status that says so. */
+static int load_failed(const struct args *a, const struct bdsnap_load_report *r, int rc)
+{
+	const char *path = r->failed && !strcmp(r->failed, "usctm") ? r->usctm_path :
+			   r->bdsnap_path;
+
+	switch (rc) {
+	case -EEXIST:
+		warnx("load: the bdsnap module is already loaded (bdsnap unload first)");
+		return EXIT_REFUSED;
+	case -ENOENT:
+		if (a->from)
+			warnx("load: %s: no such module file (build it with make)", path);
+		else
+			warnx("load: bdsnap.ko is not installed for kernel %s: make install "
+			      "(with DKMS), or --from a build tree", r->running);
+		return EXIT_MODULE;
+	case -ENOEXEC:
+		if (r->kver[0])
+			warnx("load: %s: built for kernel %s, this is %s: rebuild it with "
+			      "make KVER=%s", path, r->kver, r->running, r->running);
+		else
+			warnx("load: %s: rejected by the kernel (%s): built for another kernel "
+			      "or configuration than %s (see dmesg)", path, strerror(ENOEXEC),
+			      r->running);
+		return EXIT_MODULE;
+	case -EINVAL:
+		if (r->failed)
+			break;
+		warnx("load: password: a module parameter cannot hold double quotes or "
+		      "control characters");
+		return EXIT_CONFIG;
+	}
+	warnx("load: %s: %s%s", r->failed ? path : "bdsnap", strerror(-rc),
+	      rc == -EPERM ? " (needs CAP_SYS_MODULE)" : "");
+	return EXIT_ERROR;
+}
+
+static void print_loaded(const struct bdsnap_load_report *r, bool dry)
+{
+	struct bdsnap_module_state st;
+
+	if (dry) {
+		printf("would load %s%s%s (kernel %s)\n", r->bdsnap_path,
+		       r->usctm_path[0] && !r->usctm_err ? " after " : "",
+		       r->usctm_path[0] && !r->usctm_err ? r->usctm_path : "", r->running);
+		return;
+	}
+	printf("loaded %s\n", r->bdsnap_path);
+	if (bdsnap_module_state(&st) == 0 && st.sys_activate_nr >= 0)
+		printf("system calls: activate_snapshot %ld, deactivate_snapshot %ld\n",
+		       st.sys_activate_nr, st.sys_deactivate_nr);
+	else
+		printf("system calls: none (ioctl only)\n");
+}
+
+/*
+ * Activate every configured device.  On a failure, undo what this call did
+ * (its activations, and the modules it loaded): nothing is left half-loaded.
+ */
+static int activate_all(const struct args *a, const struct bdsnap_conf_dev *d, size_t n,
+			const char *pw, unsigned int loaded)
+{
+	bool *mine = calloc(n ? n : 1, sizeof(*mine));
+	size_t i, j;
+	int rc = 0;
+
+	if (!mine)
+		errx(EXIT_ERROR, "out of memory");
+	for (i = 0; i < n; i++) {
+		rc = bdsnap_activate(d[i].path, pw, d[i].tracker, d[i].flags, BDSNAP_VIA_IOCTL);
+		if (rc == -EEXIST && !(loaded & BDSNAP_MOD_BDSNAP)) {
+			printf("%s: already activated\n", d[i].path);
+			continue;
+		}
+		if (rc < 0)
+			break;
+		mine[i] = true;
+		printf("activated %s (tracker %s%s)\n", d[i].path, tracker_word(d[i].tracker),
+		       d[i].flags & BDSNAP_ACT_ORDERED ? ", ordered" : "");
+	}
+	if (i < n) {
+		warnx("%s:%u: activate %s: %s%s", a->config, d[i].line, d[i].path, strerror(-rc),
+		      ctl_hint(-rc));
+		for (j = 0; j < i; j++)
+			if (mine[j])
+				bdsnap_deactivate(d[j].path, pw, BDSNAP_VIA_IOCTL);
+		if (loaded & BDSNAP_MOD_BDSNAP)
+			bdsnap_module_unload(loaded & BDSNAP_MOD_USCTM ? BDSNAP_UNLOAD_USCTM : 0);
+		warnx("load: undone: %s", loaded & BDSNAP_MOD_BDSNAP ?
+		      "the module is unloaded again" : "the devices activated here are deactivated");
+	}
+	free(mine);
+	return i < n ? EXIT_ERROR : EXIT_SUCCESS;
+}
+
+int cmd_load(const struct args *a, const char *name)
+{
+	struct bdsnap_load_opts o = { .from = a->from };
+	struct bdsnap_conf_dev *devs = NULL;
+	struct bdsnap_load_report r;
+	const char *passfile = a->passfile;
+	char pw[BDSNAP_PASSWORD_MAX] = "unread";
+	bool typed, loaded_before = false;
+	size_t n = 0;
+	int rc, ret = EXIT_SUCCESS;
+
+	(void)name;
+	o.flags = a->no_syscalls ? BDSNAP_LOAD_NO_SYSCALLS : 0;
+	if (a->config && read_conf(a, &devs, &n))
+		return EXIT_CONFIG;
+	/* At boot nobody is there to type: the config's password is in a file. */
+	if (a->config && !passfile && a->passfd < 0)
+		passfile = BDSNAP_PASSFILE_PATH;
+	typed = !passfile && a->passfd < 0;
+	/* A bad password file is worth reporting whatever the module's state. */
+	if (!typed && read_password(passfile, a->passfd, pw, sizeof(pw))) {
+		ret = EXIT_CONFIG;
+		goto out;
+	}
+	/* Nobody should type a password for a module that cannot be loaded. */
+	o.password = pw;
+	o.flags |= BDSNAP_LOAD_DRY_RUN;
+	rc = bdsnap_module_load(&o, &r);
+	if (rc == -EEXIST && a->config) {
+		loaded_before = true;
+		printf("bdsnap is already loaded: activating only\n");
+	} else if (rc < 0) {
+		ret = load_failed(a, &r, rc);
+		goto out;
+	}
+	if (r.usctm_err)
+		warnx("usctm: %s: %s: %s without the system calls (ioctl only)", r.usctm_path,
+		      strerror(-r.usctm_err), a->dry_run ? "bdsnap would be loaded" : "loading bdsnap");
+	if (a->dry_run) {
+		if (!loaded_before)
+			print_loaded(&r, true);
+		goto out;
+	}
+	if (typed && read_password(NULL, -1, pw, sizeof(pw))) {
+		ret = EXIT_CONFIG;
+		goto out;
+	}
+	if (!loaded_before) {
+		o.flags &= ~BDSNAP_LOAD_DRY_RUN;
+		rc = bdsnap_module_load(&o, &r);
+		if (rc < 0) {
+			ret = load_failed(a, &r, rc);
+			goto out;
+		}
+		print_loaded(&r, false);
+	}
+	ret = activate_all(a, devs, n, pw, r.loaded);
+out:
+	explicit_bzero(pw, sizeof(pw));
+	bdsnap_conf_free(devs, n);
+	return ret;
+}
+
+/* ---- unload ---- */
+
+/* Deactivate every device (none has an open session), with one password. */
+static int deactivate_all(const struct args *a, const struct bdsnap_dev_info *v, size_t n)
+{
+	char pw[BDSNAP_PASSWORD_MAX];
+	size_t i;
+	int rc = 0;
+
+	if (read_password(a->passfile, a->passfd, pw, sizeof(pw)))
+		return EXIT_CONFIG;
+	for (i = 0; i < n && rc == 0; i++) {
+		rc = bdsnap_deactivate(v[i].path, pw, BDSNAP_VIA_IOCTL);
+		if (rc == 0)
+			printf("deactivated %s\n", v[i].path);
+		else
+			warnx("unload: deactivate %s: %s%s", v[i].path, strerror(-rc),
+			      ctl_hint(-rc));
+	}
+	explicit_bzero(pw, sizeof(pw));
+	return rc == 0 ? EXIT_SUCCESS : rc == -EBUSY ? EXIT_REFUSED : EXIT_ERROR;
+}
+
+int cmd_unload(const struct args *a, const char *name)
+{
+	struct bdsnap_dev_info *v;
+	size_t i, n;
+	int rc;
+
+	(void)name;
+	rc = bdsnap_list(&v, &n);
+	if (rc == -ENOENT) {
+		warnx("unload: the bdsnap module is not loaded");
+		return EXIT_ERROR;
+	}
+	if (rc < 0) {
+		warnx("unload: /dev/%s: %s", BDSNAP_CTL_NAME, strerror(-rc));
+		return EXIT_ERROR;
+	}
+	for (i = 0; i < n; i++) {
+		if (v[i].session_state == BDSNAP_SESSION_NONE)
+			continue;
+		warnx("unload: refused: a session is open on %s (%s mounted): unmount it first%s",
+		      v[i].path, v[i].devname[0] ? v[i].devname : "device",
+		      a->force ? " (--force deactivates devices; it cannot end a session)" : "");
+		free(v);
+		return EXIT_REFUSED;
+	}
+	rc = EXIT_SUCCESS;
+	if (n && !a->force) {
+		warnx("unload: refused: %zu device%s activated (%s%s): deactivate %s, or use "
+		      "--force to deactivate %s first", n, n > 1 ? "s" : "", v[0].path,
+		      n > 1 ? ", ..." : "", n > 1 ? "them" : "it", n > 1 ? "them" : "it");
+		rc = EXIT_REFUSED;
+	} else if (n) {
+		rc = deactivate_all(a, v, n);
+	}
+	free(v);
+	if (rc != EXIT_SUCCESS)
+		return rc;
+
+	rc = bdsnap_module_unload(BDSNAP_UNLOAD_USCTM);
+	if (rc == -EBUSY) {
+		warnx("unload: refused: bdsnap is in use (a session was opened meanwhile?): "
+		      "unmount first");
+		return EXIT_REFUSED;
+	}
+	if (rc < 0) {
+		warnx("unload: bdsnap: %s%s", strerror(-rc),
+		      rc == -EPERM ? " (needs CAP_SYS_MODULE)" : "");
+		return EXIT_ERROR;
+	}
+	printf("unloaded bdsnap\n");
+	return EXIT_SUCCESS;
+}
+
+/* ---- status ---- */
+
+int cmd_module_status(const struct args *a, bool devices_follow)
+{
+	static const char *const state_words[] = { "loading or unloading", "not loaded", "loaded" };
+	struct out o = { .json = a->json };
+	struct bdsnap_module_state st;
+	const struct bdsnap_version *ver = &st.version;
+	char trackers[16];
+	int rc;
+
+	rc = bdsnap_module_state(&st);
+	if (rc < 0) {
+		warnx("module state: %s", strerror(-rc));
+		return EXIT_ERROR;
+	}
+	out_begin(&o, NULL, '{');
+	out_str(&o, "module", state_words[st.loaded + 1]);
+	if (st.loaded == 1) {
+		snprintf(trackers, sizeof(trackers), "%s%s%s",
+			 ver->features & BDSNAP_FEAT_TRACKER_BIO ? "bio" : "",
+			 (ver->features & BDSNAP_FEAT_TRACKER_BIO) &&
+			 (ver->features & BDSNAP_FEAT_TRACKER_VFS) ? " " : "",
+			 ver->features & BDSNAP_FEAT_TRACKER_VFS ? "vfs" : "");
+		out_str(&o, "version", st.modversion[0] ? st.modversion : NULL);
+		out_str(&o, "trackers", ver->size ? trackers : NULL);
+		out_flag(&o, "ordered", ver->size ? !!(ver->features & BDSNAP_FEAT_ORDERED) :
+			 BDSNAP_UNSET);
+		out_u64(&o, "store_format", ver->size ? ver->store_format : BDSNAP_UNSET);
+		out_u64(&o, "block_size", ver->size ? ver->block_size : BDSNAP_UNSET);
+		out_str(&o, "store_dir", st.store_dir[0] ? st.store_dir : NULL);
+		out_u64(&o, "sys_activate", st.sys_activate_nr < 0 ? BDSNAP_UNSET :
+			(uint64_t)st.sys_activate_nr);
+		out_u64(&o, "sys_deactivate", st.sys_deactivate_nr < 0 ? BDSNAP_UNSET :
+			(uint64_t)st.sys_deactivate_nr);
+		out_bool(&o, "usctm", st.usctm_loaded);
+		out_u64(&o, "devices", st.devices);
+		out_u64(&o, "sessions", st.sessions);
+		out_u64(&o, "references", st.refcnt);
+	}
+	out_end(&o, '}');
+	if (devices_follow)
+		putchar('\n');
+	return EXIT_SUCCESS;
+}

@@ -1,0 +1,230 @@
+"""bdsnap load/unload/status --module on the host, where no module is ever loaded.
+
+Every `load` here is a --dry-run, and runs in a new user namespace
+(`unshare -Ur`): even a bug that tried to insert a module would get EPERM,
+since CAP_SYS_MODULE only counts in the initial namespace.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+import storegen as g
+from conftest import CLI, run
+from test_conf import Conf, load_lib
+
+NO_MODULE = not os.path.exists("/dev/snap")
+needs_no_module = pytest.mark.skipif(not NO_MODULE, reason="/dev/snap exists on this host")
+UNIT = g.ROOT / "systemd" / "bdsnap.service.in"
+
+
+def unshare_works():
+    return shutil.which("unshare") and subprocess.run(
+        ["unshare", "-Ur", "true"], capture_output=True).returncode == 0
+
+
+def dry_load(*args, **kw):
+    assert "--dry-run" in args, "the host never loads a module"
+    if not unshare_works():
+        pytest.skip("unshare -Ur (user namespaces) not available")
+    return subprocess.run(["unshare", "-Ur", str(CLI), "load", *map(str, args)],
+                          capture_output=True, text=True, **kw)
+
+
+def module_kver():
+    out = subprocess.run(["modinfo", "-F", "vermagic", str(g.ROOT / "module" / "bdsnap.ko")],
+                         capture_output=True, text=True)
+    return out.stdout.split()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A password file (0600) and an image file to name in a config."""
+    pw = tmp_path / "password"
+    pw.write_text("secret\n")
+    pw.chmod(0o600)
+    img = tmp_path / "disk.img"
+    img.write_bytes(b"\0" * 65536)
+    return pw, img
+
+
+def conf(tmp_path, text):
+    f = tmp_path / "bdsnap.conf"
+    f.write_text(text)
+    f.chmod(0o644)
+    return f
+
+
+@pytest.mark.parametrize("args", [
+    ["load", "extra"], ["load", "--wait", "5"], ["load", "--config", "c", "--wait", "x"],
+    ["load", "--config", "c", "--wait", "-1"], ["load", "--to", "x"], ["load", "--tracker", "bio"],
+    ["load", "--passfile", "f", "--password-fd", "0"], ["unload", "x"], ["unload", "--dry-run"],
+    ["unload", "--from", "d"], ["status", "--module", "--force"], ["activate", "d", "--config", "c"],
+], ids=" ".join)
+def test_usage_errors_exit_2(args):
+    res = run(*args)
+    assert res.returncode == 2, res
+    assert res.stderr.startswith("bdsnap: ") and "Usage: bdsnap" in res.stderr
+
+
+def test_help_lists_load_and_unload():
+    res = run("--help")
+    assert "\n  load [--from DIR] [--no-syscalls] [--config FILE [--wait SEC]]" in res.stdout
+    assert "\n  unload [--force]" in res.stdout
+    assert "5 module missing or for another kernel, 6 bad configuration" in res.stdout
+
+
+@pytest.mark.parametrize("text,line,msg", [
+    ("/dev/sda1 tracker=zfs\n", 1, "tracker=zfs: unknown value (bio or vfs)"),
+    ("# c\n\nsda1\n", 3, "sda1: not an absolute path"),
+    ("{img}\n{img} ordered=yes\n", 2, "{img}: device listed twice"),
+    ("{img} colour=blue\n", 1, "colour: unknown key (known: tracker, ordered)"),
+    ("{img}\n/dev/no-such-disk-here\n", 2, "/dev/no-such-disk-here: no such device or file"),
+    ("{img} ordered=yes\n/dev/null\n", 2, "/dev/null: neither a block device nor a regular file"),
+])
+def test_bad_config_lines_exit_6(tmp_path, files, text, line, msg):
+    pw, img = files
+    f = conf(tmp_path, text.format(img=img))
+    res = dry_load("--config", f, "--passfile", pw, "--dry-run")
+    assert res.returncode == 6, res
+    assert res.stderr == "bdsnap: %s:%d: %s\n" % (f, line, msg.format(img=img))
+    assert res.stdout == ""
+
+
+def test_missing_device_waits_then_fails(tmp_path, files):
+    pw, img = files
+    f = conf(tmp_path, "%s\n%s/later.img\n" % (img, tmp_path))
+    res = dry_load("--config", f, "--passfile", pw, "--wait", "1", "--dry-run")
+    assert res.returncode == 6 and "later.img: no such device or file" in res.stderr
+
+
+def test_config_file_itself(tmp_path, files):
+    pw, _ = files
+    res = dry_load("--config", tmp_path / "none.conf", "--passfile", pw, "--dry-run")
+    assert res.returncode == 6
+    assert res.stderr == "bdsnap: %s/none.conf: No such file or directory\n" % tmp_path
+    f = conf(tmp_path, "# nothing\n")
+    f.chmod(0o666)
+    res = dry_load("--config", f, "--passfile", pw, "--dry-run")
+    assert res.returncode == 6
+    assert res.stderr == "bdsnap: %s: writable by group or others: chmod go-w it\n" % f
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_readable_password_file_exit_6(tmp_path, files, mode):
+    pw, img = files
+    pw.chmod(mode)
+    res = dry_load("--config", conf(tmp_path, "%s\n" % img), "--passfile", pw, "--dry-run")
+    assert res.returncode == 6
+    assert res.stderr == ("bdsnap: %s: readable or writable by group or others (mode %04o): "
+                          "chmod 600 it\n" % (pw, mode))
+
+
+def test_password_file_not_owned_by_root_exit_6(tmp_path, files):
+    pw, img = files
+    os.chown(pw, 4242, 4242)
+    pw.chmod(0o604)     # readable in the user namespace; the owner is checked first
+    res = dry_load("--config", conf(tmp_path, "%s\n" % img), "--passfile", pw, "--dry-run")
+    assert res.returncode == 6
+    assert re.fullmatch(r"bdsnap: %s: owned by uid \d+, not by root: chown root it\n" % pw,
+                        res.stderr), res.stderr
+
+
+def test_missing_password_file_exit_6(tmp_path, files):
+    _, img = files
+    res = dry_load("--config", conf(tmp_path, "%s\n" % img), "--passfile", tmp_path / "nope",
+                   "--dry-run")
+    assert res.returncode == 6
+    assert res.stderr == "bdsnap: %s/nope: No such file or directory\n" % tmp_path
+
+
+def test_config_reads_etc_password_by_default(tmp_path, files):
+    _, img = files
+    if os.path.exists("/etc/bdsnap/password"):
+        pytest.skip("/etc/bdsnap/password exists here")
+    res = dry_load("--config", conf(tmp_path, "%s\n" % img), "--dry-run")
+    assert res.returncode == 6
+    assert res.stderr == "bdsnap: /etc/bdsnap/password: No such file or directory\n"
+
+
+def test_module_file_missing_exit_5(tmp_path, files):
+    pw, _ = files
+    res = dry_load("--from", tmp_path, "--passfile", pw, "--dry-run")
+    assert res.returncode == 5
+    assert res.stderr == ("bdsnap: load: %s/bdsnap.ko: no such module file (build it with make)\n"
+                          % tmp_path)
+
+
+@pytest.mark.skipif(not (g.ROOT / "module" / "bdsnap.ko").exists(), reason="module not built")
+def test_module_for_another_kernel_exit_5(tmp_path, files):
+    """The host runs another kernel than the guest the module is built for."""
+    pw, img = files
+    kver, running = module_kver(), os.uname().release
+    if not kver or kver == running:
+        pytest.skip("the module is built for this host's kernel")
+    res = dry_load("--from", g.ROOT, "--config", conf(tmp_path, "%s\n" % img), "--passfile", pw,
+                   "--dry-run")
+    assert res.returncode == 5
+    assert res.stderr == ("bdsnap: load: %s/module/bdsnap.ko: built for kernel %s, this is %s: "
+                          "rebuild it with make KVER=%s\n" % (g.ROOT, kver, running, running))
+
+
+def test_not_installed_exit_5(files):
+    pw, _ = files
+    if subprocess.run(["modinfo", "bdsnap"], capture_output=True).returncode == 0:
+        pytest.skip("bdsnap is installed for this kernel")
+    res = dry_load("--passfile", pw, "--dry-run")
+    assert res.returncode == 5
+    assert res.stderr == ("bdsnap: load: bdsnap.ko is not installed for kernel %s: make install "
+                          "(with DKMS), or --from a build tree\n" % os.uname().release)
+
+
+@needs_no_module
+def test_unload_without_module():
+    res = run("unload")
+    assert res.returncode == 1 and res.stderr == "bdsnap: unload: the bdsnap module is not loaded\n"
+
+
+@needs_no_module
+def test_status_module_without_module():
+    res = run("status", "--module", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout) == {"module": "not loaded"}
+    res = run("status", "--module")
+    assert res.returncode == 0 and res.stdout == "module:        not loaded\n"
+
+
+def test_unit_file_orders_before_local_fs():
+    text = UNIT.read_text()
+    unit = dict(l.split("=", 1) for l in text.splitlines() if "=" in l and not l.startswith("#"))
+    assert unit["DefaultDependencies"] == "no"
+    assert "local-fs-pre.target" in unit["Before"].split()
+    assert "local-fs-pre.target" in unit["Wants"].split()
+    assert unit["ExecStart"].startswith("@BINDIR@/bdsnap load --config /etc/bdsnap/bdsnap.conf ")
+    assert "password" not in unit["ExecStart"].replace("--passfile /etc/bdsnap/password", "")
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze")
+def test_systemd_analyze_verify(tmp_path):
+    unit = tmp_path / "bdsnap.service"
+    unit.write_text(UNIT.read_text().replace("@BINDIR@", str(CLI.parent)))
+    res = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "bdsnap.service" not in res.stderr, res.stderr
+
+
+def test_make_install_puts_the_unit(tmp_path):
+    res = subprocess.run(["make", "-s", "-C", str(g.ROOT), "install", "DESTDIR=%s" % tmp_path,
+                          "PREFIX=/usr"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    unit = tmp_path / "usr/lib/systemd/system/bdsnap.service"
+    assert "ExecStart=/usr/bin/bdsnap load --config /etc/bdsnap/bdsnap.conf" in unit.read_text()
+    example = tmp_path / "usr/share/doc/bdsnap/bdsnap.conf.example"
+    devs = [l for l in example.read_text().splitlines() if l.startswith("#/")]
+    assert devs and not (tmp_path / "etc").exists()
+    # Every commented example line is valid once uncommented.
+    text = "\n".join(l[1:] for l in devs).encode()
+    assert Conf(load_lib(), text).rc == 0
