@@ -124,7 +124,9 @@ struct bdsnap_load_report {
  * and is wanted (x86-64, no BDSNAP_LOAD_NO_SYSCALLS, not loaded yet).
  * Before inserting anything, each module's vermagic is compared with the
  * running kernel's release.  On any failure nothing this call inserted is
- * left loaded.  The library's copies of the password are wiped.
+ * left loaded.  The option string is wiped before returning (for an
+ * installed module, libkmod's probe joins it with the modprobe.d options in a
+ * buffer of its own, freed but not wiped: process memory only).
  * @report: may be NULL.
  * Return: 0; -EINVAL bad password or options; -EEXIST bdsnap already loaded
  * (nothing done); -ENOENT no such module file (or not installed for the

@@ -249,10 +249,13 @@ def test_password_never_in_proc(modules, make_disk):
         proc.stdin.close()
         while proc.poll() is None:             # while it loads the modules
             hits += scan_proc(secret) + scan_proc(b"password=")
-        out, err = proc.communicate()
+        err = proc.stderr.read().decode()      # a few lines: the pipes never filled
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
     assert proc.returncode == 0, err
     assert hits == []
     assert loaded("bdsnap")
