@@ -15,6 +15,17 @@
 # The runner trusts a result only if /results/exit exists: qemu's own errors
 # also exit with an odd status.
 #
+# On the debug kernel (KERNEL=debug in run.py; vm.env then sets BDSNAP_MODDIR)
+# nothing needs loading in stage 1 (the initramfs has no modules), the debug
+# tree's modules_install output is bind-mounted at /lib/modules/$(uname -r) so
+# `modprobe loop` works, and after the command kmemleak scans twice (an object
+# younger than 5 s is never reported; the second scan drops transient false
+# positives) into /results/kmemleak.txt, and lockdep's state goes to
+# /results/checkers.txt; the runner fails on either. kmemleak names code only
+# through kallsyms at report time, when a scenario's module is long unloaded:
+# so while the command runs, modwatch records the symbols of every module it
+# sees loaded in /results/modsyms.txt, and the runner names the raw addresses.
+#
 # Runs under both busybox ash and dash: plain POSIX sh only.
 
 say() { echo "bdsnap-vm: $*"; }
@@ -30,6 +41,22 @@ guest_exit() {
 fail() {
 	say "init failed: $*"
 	guest_exit 126
+}
+
+# Debug kernel: every second, for each module loaded at an address not seen
+# before, append "NAME BASE SIZE" + its /proc/kallsyms lines to
+# /results/modsyms.txt (the init section's symbols are gone by then).
+modwatch() {
+	seen=" "
+	while :; do
+		while read -r name size _ _ _ addr _; do
+			case $seen in *" $name@$addr "*) continue ;; esac
+			seen="$seen$name@$addr "
+			grep "\[$name\]\$" /proc/kallsyms | sed "s/^/$name $addr $size /" \
+				>>/results/modsyms.txt
+		done </proc/modules
+		sleep 1
+	done
 }
 
 stage1() {
@@ -70,6 +97,11 @@ stage2() {
 		fail "mount 9p results"
 	# vm.env sets BDSNAP_REPO and BDSNAP_NDISKS (written by run.py).
 	. /results/vm.env || fail "read /results/vm.env"
+	if [ -n "${BDSNAP_MODDIR:-}" ]; then
+		kmods=/lib/modules/$(uname -r)
+		mkdir -p "$kmods" && mount --bind "$BDSNAP_MODDIR" "$kmods" ||
+			fail "bind-mount $BDSNAP_MODDIR"
+	fi
 	taint0=$(cat /proc/sys/kernel/tainted)
 	if [ "$BDSNAP_NDISKS" -gt 0 ]; then
 		modprobe virtio_blk || fail "modprobe virtio_blk"
@@ -84,16 +116,35 @@ stage2() {
 	# Raw: no \n -> \r\n translation, no echo. The settings outlive this open.
 	stty -F /dev/ttyS1 raw -echo || fail "stty ttyS1"
 	cd "$BDSNAP_REPO" || fail "cd $BDSNAP_REPO"
+	watcher=""
+	if [ -w /sys/kernel/debug/kmemleak ]; then
+		modwatch &
+		watcher=$!
+	fi
 	say "running command"
 	# The subshell is the only opener of ttyS1, so its exit (last close) waits
 	# until the UART has sent everything: no output is lost to the poweroff.
 	(
 		exec env -i BDSNAP_GUEST=1 BDSNAP_RESULTS=/results \
+			BDSNAP_KERNEL="${BDSNAP_KERNEL:-debian}" \
+			${BDSNAP_KO_ROOT:+"BDSNAP_KO_ROOT=$BDSNAP_KO_ROOT"} \
 			PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
 			PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8 TERM=dumb \
 			/bin/sh /results/cmd.sh
 	) </dev/null >/dev/ttyS1 2>&1
 	rc=$?
+	[ -n "$watcher" ] && kill "$watcher" 2>/dev/null
+	if [ -w /sys/kernel/debug/kmemleak ]; then
+		say "kmemleak: scanning" >/dev/kmsg
+		echo scan >/sys/kernel/debug/kmemleak
+		sleep 5
+		echo scan >/sys/kernel/debug/kmemleak
+		cat /sys/kernel/debug/kmemleak >/results/kmemleak.txt
+	fi
+	if [ -r /proc/lockdep_stats ]; then
+		grep -o 'debug_locks: *[0-9]*' /proc/lockdep_stats | tr -d ' ' |
+			sed 's/:/=/' >/results/checkers.txt
+	fi
 	taint1=$(cat /proc/sys/kernel/tainted)
 	dmesg >/results/dmesg.txt
 	echo "rc=$rc taint_boot=$taint0 taint_end=$taint1" >/results/exit

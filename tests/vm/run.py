@@ -2,7 +2,8 @@
 """Run a command inside a QEMU guest booted with Debian's kernel; fail loudly.
 
     /usr/bin/python3 tests/vm/run.py [--name N] [--timeout S] [--disk FILE]... \
-        [--mem MB] [--append ARGS] [--expect-crash] [--quiet] -- CMD [ARGS...]
+        [--mem MB] [--append ARGS] [--expect-crash] [--quiet] \
+        [--kernel debian|debug] -- CMD [ARGS...]
 
 or, from Python:
 
@@ -22,11 +23,30 @@ boots with panic_on_warn etc.), hangs past --timeout, the kernel log shows a
 warning/bug/lockup pattern, or the kernel gained a taint bit other than O and E.
 With --expect-crash, a guest crash is the success and anything else a failure.
 See tests/vm/init.sh for the guest side. Standard library only.
+
+Debug kernel (--kernel debug, or KERNEL=debug in the environment; the default
+is KERNEL=debian): boots the KASAN/lockdep/kmemleak kernel cached by
+tests/vm/debug_kernel.sh (bzImage, -M q35; everything the guest needs is built
+in, so the initramfs loads no modules). Before the first boot of a process the
+runner copies the sources of module/, singlefile_fs/, usctm/ (plus include/,
+mk/) to build/debug-src/ and builds them there against the debug tree (the
+work tree's .ko files stay the Debian ones); the guest command gets
+BDSNAP_KO_ROOT=<that directory> and BDSNAP_KERNEL=debug, and scenarios take
+their .ko paths from BDSNAP_KO_ROOT. On top of the checks above, every
+checker report fails the run: KASAN, lockdep ("possible circular locking
+dependency" ...), "sleeping function called from invalid context", DEBUG_LIST
+corruption, and kmemleak: after the command the guest scans twice and any
+"suspected memory leak" left (build/vm-results/<name>/kmemleak.txt) is a
+failure; so is lockdep having switched itself off. Symbolize a module address
+from a report with
+    <cache>/linux/scripts/faddr2line build/debug-src/module/bdsnap.ko func+0x1c/0x80
+(<cache> is printed by `tests/vm/debug_kernel.sh --path`).
 """
 
 import argparse
 import dataclasses
 import datetime
+import fcntl
 import hashlib
 import lzma
 import os
@@ -48,10 +68,36 @@ STAGE1_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "overlay"]
 
 KERNEL_ARGS = ("console=ttyS0 rdinit=/init panic=-1 oops=panic panic_on_warn=1 "
                "softlockup_panic=1 hung_task_panic=1 printk.devkmsg=on")
+# Debug kernel: report every KASAN finding, not just the first; no KASLR, so
+# guest addresses of built-in code equal the vmlinux link addresses.
+# no_timer_check: under TCG on a loaded host the IO-APIC timer check can fail
+# and panic the boot ("IO-APIC + timer doesn't work!"). no5lvl: `-cpu max` offers
+# LA57, and with 5-level paging an interrupt that arrives while identify_cpu()
+# has the CPU feature bits cleared sees every address as a KASAN
+# "wild-memory-access" (6.1's pgtable_l5_enabled() reads X86_FEATURE_LA57).
+DEBUG_KERNEL_ARGS = "kasan_multi_shot nokaslr no_timer_check no5lvl"
 
+KERNELS = ("debian", "debug")
+DEBUG_KERNEL_SH = Path(__file__).resolve().parent / "debug_kernel.sh"
+DEBUG_SRC = BUILD / "debug-src"
+# Copied to DEBUG_SRC and built there against the debug tree: (dir, make targets).
+DEBUG_SRC_DIRS = ("include", "mk", "module", "singlefile_fs", "usctm")
+DEBUG_BUILDS = (("usctm", ("all", "test_client")), ("module", ("all",)),
+                ("singlefile_fs", ("all",)))
+# Build products are never copied from the work tree (they are Debian's).
+_BUILD_PRODUCT = re.compile(
+    r"\.(o|ko|mod|mod\.c|mod\.o|cmd|a|d|so|symvers)$|^Module\.symvers$|^modules\.order$"
+    r"|^\.tmp_versions$|^\..*\.cmd$")
+
+# The checkers (KASAN, lockdep, atomic sleep, DEBUG_LIST, kmemleak) exist only in
+# the debug kernel; most of their reports also match WARNING:/BUG:.
 BAD_PATTERNS = re.compile(
     r"WARNING:|BUG:|Call Trace|Oops|Kernel panic|general protection fault"
-    r"|INFO: task .* blocked|soft lockup")
+    r"|INFO: task .* blocked|soft lockup"
+    r"|KASAN:|possible circular locking dependency|possible recursive locking"
+    r"|inconsistent lock state|sleeping function called from invalid context"
+    r"|list_add corruption|list_add double add|list_del corruption|suspected memory leak"
+    r"|Kernel memory leak detector disabled")
 
 TAINT_LETTERS = "PFSRMBUDAWCIOELKXTN"  # bit 0 .. 18, kernel/panic.c
 TAINT_ALLOWED = (1 << 12) | (1 << 13)  # O: out-of-tree, E: unsigned module
@@ -82,6 +128,105 @@ def default_kver() -> str:
         sys.exit("run.py: no /lib/modules/*/build: install linux-headers-amd64")
     key = lambda v: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)]
     return sorted(vers, key=key)[-1]
+
+
+def default_kernel() -> str:
+    """KERNEL=debian|debug from the environment; debian when unset."""
+    kernel = os.environ.get("KERNEL") or "debian"
+    if kernel not in KERNELS:
+        sys.exit(f"run.py: KERNEL={kernel!r}: must be one of {', '.join(KERNELS)}")
+    return kernel
+
+
+@dataclasses.dataclass
+class DebugKernel:
+    cache: Path       # /var/cache/bdsnap/kernel-<version>-<config hash>
+    tree: Path        # the built tree: KDIR for modules, bzImage
+    release: str      # its `uname -r`
+    moddir: Path      # modules_install output for /lib/modules/<release>
+
+    @property
+    def bzimage(self) -> Path:
+        return self.tree / "arch/x86/boot/bzImage"
+
+
+def debug_kernel() -> DebugKernel:
+    """The cached debug kernel (tests/vm/debug_kernel.sh --path); exit if none."""
+    p = subprocess.run([str(DEBUG_KERNEL_SH), "--path"], capture_output=True, text=True)
+    if p.returncode:
+        sys.exit("run.py: no cached debug kernel for tests/vm/debug.config: build it with "
+                 "`make debug-kernel` (tests/vm/debug_kernel.sh, ~20-30 min once)")
+    cache = Path(p.stdout.strip())
+    release = (cache / "release").read_text().strip()
+    return DebugKernel(cache, cache / "linux", release,
+                       cache / "modroot" / "lib" / "modules" / release)
+
+
+def _sync_tree(src: Path, dst: Path) -> None:
+    """Mirror the sources of src into dst: copy what differs, drop what vanished.
+
+    Unchanged files keep their mtime, so kbuild in dst stays incremental.
+    Build products (objects, ELF binaries, .cmd files) are neither copied nor
+    deleted: dst has its own, built against the other kernel.
+    """
+    dst.mkdir(parents=True, exist_ok=True)
+    names = set()
+    for s in src.iterdir():
+        if _BUILD_PRODUCT.search(s.name) or s.name in ("__pycache__", ".pytest_cache"):
+            continue
+        d = dst / s.name
+        if s.is_dir():
+            names.add(s.name)
+            _sync_tree(s, d)
+            continue
+        data = s.read_bytes()
+        if data.startswith(b"\x7fELF"):
+            continue
+        names.add(s.name)
+        if not d.is_file() or d.read_bytes() != data:
+            d.unlink(missing_ok=True)
+            shutil.copy(s, d)  # mtime now: newer than objects built from the old text
+    for d in dst.iterdir():
+        if d.name in names or _BUILD_PRODUCT.search(d.name):
+            continue
+        if d.is_dir():
+            shutil.rmtree(d)  # gone from src
+        elif not d.read_bytes().startswith(b"\x7fELF"):
+            d.unlink()
+
+
+_debug_modules_built: dict = {}
+
+
+def build_debug_modules(dk: DebugKernel | None = None) -> Path:
+    """Build the project's modules against the debug tree in build/debug-src/.
+
+    Returns the directory to pass as BDSNAP_KO_ROOT. Once per process; modules
+    get -g so that scripts/faddr2line can name the line of a report.
+    """
+    dk = dk or debug_kernel()
+    if dk.tree in _debug_modules_built:
+        return _debug_modules_built[dk.tree]
+    DEBUG_SRC.mkdir(parents=True, exist_ok=True)
+    # Several runners (developers, make targets) may share build/debug-src:
+    # one syncs and builds at a time; a guest already running keeps the
+    # modules it loaded (insmod reads the file at load time).
+    with open(BUILD / ".debug-src.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for d in DEBUG_SRC_DIRS:
+            if (REPO / d).is_dir():
+                _sync_tree(REPO / d, DEBUG_SRC / d)
+        for d, targets in DEBUG_BUILDS:
+            if not (DEBUG_SRC / d).is_dir():
+                continue
+            cmd = ["make", "-C", str(DEBUG_SRC / d), f"KDIR={dk.tree}", "KCFLAGS=-g", *targets]
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if p.returncode:
+                sys.stdout.write(p.stdout[-4000:])
+                sys.exit(f"run.py: building {d} against the debug kernel failed: "
+                         f"{shlex.join(cmd)}")
+    _debug_modules_built[dk.tree] = DEBUG_SRC
+    return DEBUG_SRC
 
 
 def taint_letters(mask: int) -> str:
@@ -150,9 +295,14 @@ def _cpio(entries) -> bytes:
     return bytes(out)
 
 
-def initramfs(kver: str) -> Path:
-    """busybox + init.sh + the 9p/overlay modules; rebuilt when any changes."""
-    mods = _module_order(kver)
+def initramfs(kver: str | None, with_modules: bool = True) -> Path:
+    """busybox + init.sh + the 9p/overlay modules; rebuilt when any changes.
+
+    with_modules=False (the debug kernel has all of them built in): no modules.
+    """
+    mods = _module_order(kver) if with_modules else []
+    if not with_modules:
+        kver = "nomodules"
     busybox = Path("/bin/busybox")
     h = hashlib.sha256(INIT.read_bytes())
     for p in [busybox, *mods]:
@@ -195,13 +345,66 @@ def _scan(text: str) -> list[str]:
             if BAD_PATTERNS.search(l) and "ommand line:" not in l]
 
 
-def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int = 1024,
+def _symbolize_leaks(leaks: str, modsyms: Path) -> str:
+    """Name raw module addresses in a kmemleak report (module unloaded since).
+
+    modsyms.txt (written by init.sh's modwatch) has lines
+    "NAME BASE SIZE ADDR TYPE SYMBOL [NAME]" for every module load it saw; a
+    raw address inside a recorded module (BASE <= address < BASE + SIZE) is
+    named after the nearest symbol at or below it if that is a text symbol.
+    Addresses in a module's init code (freed after init, its symbols gone,
+    beyond the core's data) stay raw.
+    """
+    loads = {}   # (name, base, size) -> [(addr, type, symbol)]
+    if modsyms.exists():
+        for line in modsyms.read_text(errors="replace").splitlines():
+            f = line.split()
+            if len(f) >= 6:
+                key = (f[0], int(f[1], 16), int(f[2]))
+                loads.setdefault(key, []).append((int(f[3], 16), f[4].lower(), f[5]))
+
+    def name(m):
+        addr = int(m.group(1), 16)
+        for (mod, base, size), syms in loads.items():
+            if not base <= addr < base + size:
+                continue
+            below = [s for s in syms if s[0] <= addr]
+            if below:
+                a, kind, sym = max(below)
+                if kind == "t":
+                    return f"{m.group(1)} = {sym}+{addr - a:#x} [{mod}]"
+        return m.group(0)
+    return re.sub(r"(?<=\] )(0x[0-9a-f]{16})$", name, leaks, flags=re.M)
+
+
+def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int | None = None,
               expect_crash: bool = False, append: str = "", kver: str | None = None,
-              smp: int = 1, quiet: bool = False) -> GuestResult:
-    """Boot the guest, run `cmd` (list: argv, str: shell text), judge the outcome."""
+              smp: int = 1, quiet: bool = False, kernel: str | None = None,
+              ko_root: Path | None = None) -> GuestResult:
+    """Boot the guest, run `cmd` (list: argv, str: shell text), judge the outcome.
+
+    kernel: "debian" or "debug" (default: $KERNEL, else debian). mem_mb
+    defaults to 1024 (debian) or 2048 (debug: KASAN shadow, kmemleak, lockdep).
+    ko_root (debug only): BDSNAP_KO_ROOT for the guest; default: build the
+    project's modules against the debug tree (build_debug_modules()).
+    """
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"bad run name {name!r}")
-    kver = kver or default_kver()
+    kernel = kernel or default_kernel()
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
+    mem_mb = mem_mb or (2048 if kernel == "debug" else 1024)
+    guest_env = {"BDSNAP_KERNEL": kernel}
+    if kernel == "debug":
+        dk = debug_kernel()
+        ko_root = Path(ko_root) if ko_root else build_debug_modules(dk)
+        guest_env.update(BDSNAP_KO_ROOT=str(ko_root.resolve()), BDSNAP_MODDIR=str(dk.moddir))
+        boot = ["-M", "q35", "-kernel", str(dk.bzimage),
+                "-initrd", str(initramfs(None, with_modules=False))]
+        append = f"{DEBUG_KERNEL_ARGS} {append}".strip()
+    else:
+        kver = kver or default_kver()
+        boot = ["-kernel", str(vmlinux(kver)), "-initrd", str(initramfs(kver))]
     script = cmd if isinstance(cmd, str) else shlex.join(cmd)
     disks = [Path(p).resolve() for p in disks]
     for p in disks:
@@ -213,7 +416,8 @@ def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int 
     results.mkdir(parents=True)
     (results / "cmd.sh").write_text(script + "\n")
     (results / "vm.env").write_text(
-        f"BDSNAP_REPO={shlex.quote(str(REPO))}\nBDSNAP_NDISKS={len(disks)}\n")
+        f"BDSNAP_REPO={shlex.quote(str(REPO))}\nBDSNAP_NDISKS={len(disks)}\n"
+        + "".join(f"{k}={shlex.quote(v)}\n" for k, v in guest_env.items()))
     logs = BUILD / "vm-logs"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -227,8 +431,7 @@ def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int 
         return str(p).replace(",", ",,")
     qemu = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", str(smp),
             "-m", str(mem_mb), "-nographic", "-no-reboot", "-monitor", "none", "-nic", "none",
-            "-kernel", str(vmlinux(kver)), "-initrd", str(initramfs(kver)),
-            "-append", f"{KERNEL_ARGS} {append}".strip(),
+            *boot, "-append", f"{KERNEL_ARGS} {append}".strip(),
             "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,"
                        "readonly=on,multidevs=remap",
@@ -268,6 +471,26 @@ def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int 
     res.problems = _scan(klog + "\n" + (dmesg.read_text(errors="replace")
                                         if dmesg.exists() else ""))
     res.problems = list(dict.fromkeys(res.problems))  # dmesg repeats the console
+    # Debug kernel: init.sh scanned for leaks after the command and recorded
+    # whether lockdep was still on.
+    leak_file = results / "kmemleak.txt"
+    leaks = leak_file.read_text(errors="replace") if leak_file.exists() else ""
+    if leaks.strip():
+        leaks = _symbolize_leaks(leaks, results / "modsyms.txt")
+        leak_file = results / "kmemleak.sym.txt"
+        leak_file.write_text(leaks)
+        n = leaks.count("unreferenced object")
+        where = re.findall(r"^\s+\[<[0-9a-f]+>\] (?:0x[0-9a-f]+ = )?(\S+(?: \[\w+\])?)",
+                           leaks, re.M)
+        where = [w for w in where if not re.match(r"(kmem_cache_alloc|__kmalloc|kmalloc|"
+                                                   r"kmemleak|slab_|__slab|vmalloc|__vmalloc)", w)]
+        res.problems.append(f"kmemleak: {n} suspected memory leak(s)"
+                            + (f", first allocated in {where[0]}" if where else "")
+                            + f" (see {leak_file.relative_to(REPO)})")
+    checkers = results / "checkers.txt"
+    if checkers.exists() and "debug_locks=0" in checkers.read_text():
+        res.problems.append("lockdep switched itself off during the run (debug_locks=0): "
+                            "an earlier report disabled it, or it ran out of room")
     qrc = proc.returncode
     # qemu's 0 is never a guest-written status: panic (panic=-1) or power-off.
     res.crashed = not timed_out and qrc == 0
@@ -305,6 +528,8 @@ def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int 
     if not res.ok:
         tail = klog.splitlines()[-60:]
         lines += [f"--- last {len(tail)} lines of {log_path} ---", *tail]
+        if leaks.strip():
+            lines += [f"--- {leak_file} (first 40 lines) ---", *leaks.splitlines()[:40]]
     lines.append(f"bdsnap-vm: {name}: {'PASS' if res.ok else 'FAIL'}: {res.reason} "
                  f"[{res.duration:.1f} s, log {log_path.relative_to(REPO)}]")
     try:
@@ -319,7 +544,8 @@ def main(argv=None) -> int:
                                  usage="%(prog)s [options] -- CMD [ARGS...]")
     ap.add_argument("--name", default="run", help="names logs and build/vm-results/NAME")
     ap.add_argument("--timeout", type=int, default=900, help="seconds (default 900)")
-    ap.add_argument("--mem", type=int, default=1024, help="guest MiB (default 1024)")
+    ap.add_argument("--mem", type=int, default=None,
+                    help="guest MiB (default 1024; 2048 with the debug kernel)")
     ap.add_argument("--smp", type=int, default=1, help="guest CPUs (default 1)")
     ap.add_argument("--disk", action="append", default=[], help="raw virtio disk (repeatable)")
     ap.add_argument("--expect-crash", action="store_true", help="success = guest panicked")
@@ -327,13 +553,16 @@ def main(argv=None) -> int:
                     "/lib/modules/*/build)")
     ap.add_argument("--append", default="", help="extra kernel command line")
     ap.add_argument("--quiet", action="store_true", help="do not stream CMD's output")
+    ap.add_argument("--kernel", choices=KERNELS, default=None,
+                    help="debian (default) or debug: the KASAN/lockdep/kmemleak kernel built "
+                    "by tests/vm/debug_kernel.sh (default: $KERNEL, else debian)")
     ap.add_argument("cmd", nargs="+", help="command run through /bin/sh in the guest")
     a = ap.parse_args(argv)
     # One argument is shell text ("make check && ..."); several are an argv.
     cmd = a.cmd[0] if len(a.cmd) == 1 else a.cmd
     res = run_guest(cmd, name=a.name, timeout=a.timeout, disks=a.disk, mem_mb=a.mem,
                     expect_crash=a.expect_crash, append=a.append, kver=a.kver,
-                    smp=a.smp, quiet=a.quiet)
+                    smp=a.smp, quiet=a.quiet, kernel=a.kernel)
     if res.ok:
         return 0
     return res.returncode if res.returncode and not res.problems else 1
