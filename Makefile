@@ -93,15 +93,15 @@ demo: deps
 	$(VM) --name demo -- sh tests/demo.sh
 
 # For a real host (never used by the tests). The password comes from a
-# root-only file, never from the command line.
+# root-only file, never from a command line (bdsnap load hands it to the
+# kernel through libkmod, in memory).
 load: all
-	@test -r $(PASSWORD_FILE) || { echo "load: $(PASSWORD_FILE): missing (one line, mode 0600)"; exit 1; }
-	$(SUDO) insmod module/bdsnap.ko password="$$($(SUDO) cat $(PASSWORD_FILE))"
+	$(SUDO) cli/bdsnap load --from . --passfile $(PASSWORD_FILE)
 	-$(SUDO) insmod singlefile_fs/singlefilefs.ko
 
 unload:
 	-$(SUDO) rmmod singlefilefs
-	$(SUDO) rmmod bdsnap
+	$(SUDO) cli/bdsnap unload
 
 clean:
 	for d in $(SUBDIRS); do $(MAKE) -C $$d clean; done
