@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, meta, restore, sessions, sh, sha256, uapi
+from conftest import KO_ROOT, REPO, meta, restore, sessions, sh, sha256, uapi
 
 pytestmark = pytest.mark.singlefile_fs
 
@@ -22,7 +22,7 @@ TRACKERS = {"vfs": uapi.BDSNAP_TRACKER_VFS, "bio": uapi.BDSNAP_TRACKER_BIO}
 
 @pytest.fixture
 def sfs(guest):
-    sh(f"insmod {SFS / 'singlefilefs.ko'}")
+    sh(f"insmod {KO_ROOT / 'singlefile_fs' / 'singlefilefs.ko'}")
     yield
     sh("rmmod singlefilefs")
 

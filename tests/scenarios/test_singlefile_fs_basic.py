@@ -24,7 +24,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SFS_DIR = REPO / "singlefile_fs"
-MODULE = SFS_DIR / "singlefilefs.ko"
+# BDSNAP_KO_ROOT: modules built for the debug kernel (tests/vm/run.py).
+MODULE = Path(os.environ.get("BDSNAP_KO_ROOT") or REPO) / "singlefile_fs" / "singlefilefs.ko"
 MKFS = SFS_DIR / "mkfs.singlefilefs"
 HEADER = SFS_DIR / "singlefilefs.h"
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI, MODULE, PASSWORD, bdsnap_cli, meta, restore, sessions, sha256, uapi
+from conftest import CLI, KO_ROOT, MODULE, PASSWORD, bdsnap_cli, meta, restore, sessions, sha256, uapi
 
 REPO = Path(__file__).resolve().parents[2]
-USCTM_KO = REPO / "usctm" / "usctm.ko"
+USCTM_KO = KO_ROOT / "usctm" / "usctm.ko"
 PARAMS = Path("/sys/module/bdsnap/parameters")
 KERNEL_PTR = 0xffffffff81000000
 MASK64 = (1 << 64) - 1

@@ -25,8 +25,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-USCTM_KO = REPO / "usctm" / "usctm.ko"
-CLIENT_KO = REPO / "usctm" / "test_client" / "usctm_test_client.ko"
+# BDSNAP_KO_ROOT: modules built for the debug kernel (tests/vm/run.py).
+KO_ROOT = Path(os.environ.get("BDSNAP_KO_ROOT") or REPO)
+USCTM_KO = KO_ROOT / "usctm" / "usctm.ko"
+CLIENT_KO = KO_ROOT / "usctm" / "test_client" / "usctm_test_client.ko"
 CALL = REPO / "usctm" / "test_client" / "usctm_call"
 USCTM_SYS = Path("/sys/module/usctm")
 CLIENT_SYS = Path("/sys/module/usctm_test_client")
