@@ -250,9 +250,16 @@ def test_random_and_malformed_ioctls(load_bdsnap, make_disk):
                     sorted(fuzz.seen.items(), key=str)))
     growth = {c: caches1.get(c, 0) - n for c, n in caches0.items() if caches1.get(c, 0) - n > 0}
     print(f"SUnreclaim {slab0 >> 10} -> {slab1 >> 10} KiB; grown kmalloc caches: {growth}")
-    # A leak of one object in even 3 % of the requests shows as 300 objects.
-    assert all(n < 300 for n in growth.values()), f"slab objects leaked: {growth}"
-    assert slab1 - slab0 < (1 << 20), f"unreclaimable slab grew by {(slab1 - slab0) >> 10} KiB"
+    if os.environ.get("BDSNAP_KERNEL") == "debug":
+        # KASAN's quarantine keeps freed objects allocated (up to 1/32 of RAM):
+        # after 10000 ioctls kmalloc-8k and -1k have ~1000 more "active"
+        # objects without any leak. There the runner's kmemleak scan checks.
+        print("debug kernel: slab growth not judged (KASAN quarantine); kmemleak checks leaks")
+    else:
+        # A leak of one object in even 3 % of the requests shows as 300 objects.
+        assert all(n < 300 for n in growth.values()), f"slab objects leaked: {growth}"
+        assert slab1 - slab0 < (1 << 20), \
+            f"unreclaimable slab grew by {(slab1 - slab0) >> 10} KiB"
     assert fuzz.seen[(True, "ok")] > 0 and fuzz.seen[(True, "EFAULT")] > 0
     # The module still works, with the same password.
     disk.activate()
