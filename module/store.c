@@ -16,6 +16,7 @@
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
 #include <linux/highmem.h>
+#include <linux/pagemap.h>
 #include <linux/crc32.h>
 #include <linux/uuid.h>
 #include <linux/sched/mm.h>
@@ -29,6 +30,7 @@ MODULE_PARM_DESC(store_queue_max,
 		 "Pre-images (4 KiB each) queued in memory per session before writers wait (64..262144, default 4096)");
 
 #define BDSNAP_STORE_BUF_SIZE	(256 * 1024)
+#define BDSNAP_STORE_WRITEBACK_BYTES	(4 << 20)
 /* a record never needs more than its header and a raw block */
 #define BDSNAP_RECORD_MAX	(sizeof(struct bdsnap_record) + BDSNAP_BLOCK_SIZE)
 
@@ -218,8 +220,20 @@ static void bdsnap_store_flush_buf(struct bdsnap_store *st)
 		return;
 	ret = bdsnap_store_write(st->blocks, st->buf, st->buf_len, &st->pos);
 	st->buf_len = 0;
-	if (ret)
+	if (ret) {
 		bdsnap_store_fail(st, ret);
+		return;
+	}
+	/*
+	 * Start writeback of the log every few MiB: left to the flusher, a
+	 * long session's dirty log pages throttle this worker in
+	 * balance_dirty_pages(), and with it every writer waiting for room.
+	 * Ordered stores are flushed after every drain anyway.
+	 */
+	if (!st->ordered && st->pos - st->writeback_pos >= BDSNAP_STORE_WRITEBACK_BYTES) {
+		filemap_flush(st->blocks->f_mapping);
+		st->writeback_pos = st->pos;
+	}
 }
 
 /*
@@ -299,6 +313,7 @@ static void bdsnap_store_drain(struct bdsnap_store *st)
 {
 	unsigned int noio = memalloc_noio_save();
 	u64 last = 0;
+	bool room;
 
 	for (;;) {
 		struct bdsnap_preimage *pre;
@@ -320,9 +335,15 @@ static void bdsnap_store_drain(struct bdsnap_store *st)
 		}
 		bdsnap_preimage_free(pre);
 		spin_lock(&st->lock);
-		st->queued--;
+		room = --st->queued <= store_queue_max - store_queue_max / 4;
 		spin_unlock(&st->lock);
-		wake_up(&st->space_wq);
+		/*
+		 * Writers blocked on a full queue go on once a quarter of it is
+		 * free, not at every record: waking them per record costs a
+		 * context switch per block while the store is the bottleneck.
+		 */
+		if (room)
+			wake_up(&st->space_wq);
 	}
 	bdsnap_store_flush_buf(st);
 	if (st->ordered && last && !READ_ONCE(st->error)) {
