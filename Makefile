@@ -16,7 +16,8 @@ PASSWORD_FILE ?= /etc/bdsnap/password
 # Debian 12 packages the build, the tests and the demo need.
 DEB_PACKAGES := build-essential pkg-config qemu-system-x86 linux-image-amd64 \
 	linux-headers-amd64 busybox-static kmod e2fsprogs zlib1g-dev libkmod-dev \
-	python3 python3-pytest xz-utils cpio fio dmsetup fdisk util-linux clang libclang-rt-14-dev
+	python3 python3-pytest xz-utils cpio fio dmsetup fdisk util-linux clang libclang-rt-14-dev \
+	linux-source-6.1 bc bison flex libssl-dev libelf-dev dwarves
 
 SUBDIRS := module singlefile_fs usctm lib cli
 
@@ -49,11 +50,15 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+# With BDSNAP_DEBUG_KERNEL=1 (CI) a missing debug kernel is built in the
+# background while the other tests run; test-debug-smoke waits for it.
 test: deps
+	$(MAKE) debug-kernel-bg
 	$(MAKE) all
 	$(MAKE) test-host
 	$(MAKE) test-guest
 	$(MAKE) test-arm64
+	$(MAKE) test-debug-smoke
 
 # Host side: unit tests, the guest runner's own tests, a minute of fuzzing of
 # the store parser, three crash-and-restore runs of ordered mode.
