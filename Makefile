@@ -270,7 +270,8 @@ test-debug-smoke:
 		echo "test-debug-smoke: skipped: no cached debug kernel (make debug-kernel, or BDSNAP_DEBUG_KERNEL=1)"; \
 		exit 0; \
 	fi; \
-	echo "test-debug-smoke: debug kernel (waits for a background build: $(DEBUG_KERNEL_LOG))"; \
+	$(DEBUG_KERNEL_SH) --path >/dev/null || \
+		echo "test-debug-smoke: waiting for the debug kernel build (background log: $(DEBUG_KERNEL_LOG))"; \
 	t0=$$(date +%s); \
 	$(DEBUG_KERNEL_SH) || { tail -n 30 $(DEBUG_KERNEL_LOG) 2>/dev/null; exit 1; }; \
 	echo "test-debug-smoke: debug kernel ready after $$(( $$(date +%s) - t0 )) s"; \
