@@ -61,9 +61,10 @@ test: deps
 	$(MAKE) test-debug-smoke
 
 # Host side: unit tests, the guest runner's own tests, a minute of fuzzing of
-# the store parser, three crash-and-restore runs of ordered mode.
+# the store parser, three crash-and-restore runs of ordered mode. The debug
+# kernel's checker self-tests (~10 min) run in test-debug.
 test-host:
-	$(PYTEST) tests/unit tests/host
+	$(PYTEST) tests/unit tests/host --ignore=tests/host/test_debug_kernel.py
 	BDSNAP_FUZZ_SECONDS=60 $(PYTEST) -v -s tests/fuzz
 	BDSNAP_CRASH_RUNS=3 $(PYTEST) -v -s tests/crash
 
@@ -263,6 +264,7 @@ debug-kernel-bg:
 
 test-debug: debug-kernel
 	$(MAKE) all
+	$(PYTEST) -v tests/host/test_debug_kernel.py
 	KERNEL=debug $(VM) --name scenarios-debug --timeout 9000 -- $(PYTEST) -v tests/scenarios
 
 test-debug-smoke:
