@@ -69,7 +69,7 @@ test-host:
 	BDSNAP_CRASH_RUNS=3 $(PYTEST) -v -s tests/crash
 
 test-guest:
-	$(VM) --name scenarios --timeout 2400 -- $(PYTEST) -v --durations=15 tests/scenarios
+	$(VM) --name scenarios --timeout 3600 -- $(PYTEST) -v --durations=15 tests/scenarios
 
 # ---- arm64: cross-built modules and tools, Debian's arm64 kernel emulated ----
 # (tests/arm64/README.md). `make ARCH=arm64` builds only the arm64 side.
