@@ -39,6 +39,8 @@ APT_LOCK=(-o DPkg::Lock::Timeout=600)
 
 say() { echo "deps-arm64: $*" >&2; }
 die() { echo "deps-arm64: error: $*" >&2; exit 1; }
+# shellcheck source=../lib/cache.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/cache.sh"
 
 installed() { dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed'; }
 
@@ -104,26 +106,8 @@ if [ -z "$ABI" ]; then
 fi
 [ -n "$ABI" ] || die "apt-cache knows no linux-image-arm64:arm64 (arm64 apt lists missing?)"
 CACHE=$CACHE_ROOT/arm64-$ABI
-if [ -e "$CACHE/complete" ]; then
-	say "cached, nothing to do"
-	echo "$CACHE"
-	exit 0
-fi
-$SUDO mkdir -p "$CACHE_ROOT"
-[ -w "$CACHE_ROOT" ] || $SUDO chown "$(id -u):$(id -g)" "$CACHE_ROOT"
-mkdir -p "$CACHE"
-
 # One fetcher per cache directory: a second caller waits, then finds it complete.
-exec 9>"$CACHE/.lock"
-if ! flock -n 9; then
-	say "another deps-arm64 run is filling $CACHE; waiting for it"
-	flock 9
-fi
-if [ -e "$CACHE/complete" ]; then
-	say "cached, nothing to do"
-	echo "$CACHE"
-	exit 0
-fi
+cache_enter "$CACHE"
 
 t0=$(date +%s)
 RELEASE=$ABI-arm64

@@ -33,6 +33,8 @@ SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 
 say() { echo "debug_kernel: $*"; }
 die() { echo "debug_kernel: error: $*" >&2; exit 1; }
+# shellcheck source=../lib/cache.sh
+. "$HERE/../lib/cache.sh"
 
 HASH=$(sha256sum "$FRAGMENT" | cut -c1-12)
 
@@ -75,26 +77,8 @@ fi
 VERSION=$(dpkg-query -W -f='${Version}' "$SRC_PKG")
 CACHE=$CACHE_ROOT/kernel-$VERSION-$HASH
 TREE=$CACHE/linux
-if [ -e "$CACHE/complete" ]; then
-	say "cached, nothing to do"
-	echo "$CACHE"
-	exit 0
-fi
-$SUDO mkdir -p "$CACHE_ROOT"
-[ -w "$CACHE_ROOT" ] || $SUDO chown "$(id -u):$(id -g)" "$CACHE_ROOT"
-mkdir -p "$CACHE"
-
 # One builder per cache directory: a second caller waits, then finds it complete.
-exec 9>"$CACHE/.lock"
-if ! flock -n 9; then
-	say "another build of $CACHE is running; waiting for it"
-	flock 9
-fi
-if [ -e "$CACHE/complete" ]; then
-	say "cached, nothing to do"
-	echo "$CACHE"
-	exit 0
-fi
+cache_enter "$CACHE"
 
 t0=$(date +%s)
 # --- source ----------------------------------------------------------------------
