@@ -119,6 +119,9 @@ struct writer {
 };
 int write_block(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uint64_t off);
 
+/* module_live() - a module's init state: 1 live, -1 coming or going, 0 not loaded. */
+int module_live(const char *name);
+
 /* read_small() - up to @cap - 1 bytes of a small file, NUL-terminated. */
 ssize_t read_small(const char *path, char *buf, size_t cap);
 /* read_full() - exactly @len bytes from @fd at @off: 0, 1 at end of file, -errno. */

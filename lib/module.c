@@ -3,7 +3,8 @@
  * The module itself, through libkmod (what modprobe uses): find bdsnap.ko and
  * usctm.ko, check they were built for the running kernel, insert them with
  * the password in an option string that only ever lives in this process's
- * memory and the kernel's, remove them, and report their state.
+ * memory and the kernel's, and remove them.  Built with WITH_KMOD=1 (the
+ * default); modstate.c reports their state without libkmod.
  */
 #include <errno.h>
 #include <libkmod.h>
@@ -15,8 +16,6 @@
 #include <unistd.h>
 
 #include "internal.h"
-
-#define SYSFS_MODULE	"/sys/module/bdsnap/"
 
 /* The library never prints: libkmod's messages go nowhere. */
 static void kmod_quiet(void *data, int priority, const char *file, int line, const char *fn,
@@ -37,21 +36,6 @@ static int ctx_new(struct kmod_ctx **ctx)
 static void copy_str(char *dst, size_t cap, const char *src)
 {
 	snprintf(dst, cap, "%s", src ? src : "");
-}
-
-/* A loaded module's init state: 1 live, -1 coming or going, 0 not loaded. */
-static int module_live(struct kmod_ctx *ctx, const char *name)
-{
-	struct kmod_module *m;
-	int st;
-
-	if (kmod_module_new_from_name(ctx, name, &m) < 0)
-		return 0;
-	st = kmod_module_get_initstate(m);
-	kmod_module_unref(m);
-	if (st < 0)
-		return 0;
-	return st == KMOD_MODULE_LIVE || st == KMOD_MODULE_BUILTIN ? 1 : -1;
 }
 
 /*
@@ -187,7 +171,7 @@ static void usctm_prepare(struct kmod_ctx *ctx, const struct bdsnap_load_opts *o
 		r->usctm_path[0] = '\0';
 		return;		/* it is optional */
 	}
-	if (!rc && module_live(ctx, "usctm"))
+	if (!rc && module_live("usctm"))
 		rc = -EEXIST;
 	if (!rc)
 		rc = module_check(*mp, release, kver, sizeof(kver));
@@ -214,7 +198,7 @@ static int load(struct kmod_ctx *ctx, const struct bdsnap_load_opts *o,
 	copy_str(r->running, sizeof(r->running), u.release);
 	if (!password_ok(o->password))
 		return -EINVAL;
-	if (module_live(ctx, "bdsnap"))
+	if (module_live("bdsnap"))
 		return -EEXIST;
 	r->failed = "bdsnap";
 	rc = module_find(ctx, o->from, "module", "bdsnap", &bd, r->bdsnap_path,
@@ -287,7 +271,7 @@ static int remove_module(struct kmod_ctx *ctx, const char *name, int only_unused
 	struct kmod_module *m;
 	int rc;
 
-	if (!module_live(ctx, name))
+	if (!module_live(name))
 		return -ENOENT;
 	rc = kmod_module_new_from_name(ctx, name, &m);
 	if (rc < 0)
@@ -318,66 +302,4 @@ int bdsnap_module_unload(unsigned int flags)
 		remove_module(ctx, "usctm", 1);
 	kmod_unref(ctx);
 	return rc;
-}
-
-static long param_long(const char *name)
-{
-	char path[128], buf[32], *end;
-	long v;
-
-	snprintf(path, sizeof(path), SYSFS_MODULE "parameters/%s", name);
-	if (read_small(path, buf, sizeof(buf)) <= 0)
-		return -1;
-	v = strtol(buf, &end, 10);
-	return end == buf ? -1 : v;
-}
-
-static void param_str(const char *file, char *buf, size_t cap)
-{
-	char *nl;
-
-	if (read_small(file, buf, cap) < 0)
-		buf[0] = '\0';
-	nl = strchr(buf, '\n');
-	if (nl)
-		*nl = '\0';
-}
-
-int bdsnap_module_state(struct bdsnap_module_state *st)
-{
-	struct bdsnap_dev_info *v;
-	struct kmod_module *m;
-	struct kmod_ctx *ctx;
-	size_t i, n;
-	int rc;
-
-	if (!st)
-		return -EINVAL;
-	memset(st, 0, sizeof(*st));
-	st->sys_activate_nr = st->sys_deactivate_nr = -1;
-	rc = ctx_new(&ctx);
-	if (rc < 0)
-		return rc;
-	st->loaded = module_live(ctx, "bdsnap");
-	st->usctm_loaded = module_live(ctx, "usctm") == 1;
-	if (st->loaded && kmod_module_new_from_name(ctx, "bdsnap", &m) == 0) {
-		st->refcnt = kmod_module_get_refcnt(m);
-		kmod_module_unref(m);
-	}
-	kmod_unref(ctx);
-	if (st->loaded != 1)
-		return 0;
-	param_str(SYSFS_MODULE "version", st->modversion, sizeof(st->modversion));
-	param_str(SYSFS_MODULE "parameters/store_dir", st->store_dir, sizeof(st->store_dir));
-	st->sys_activate_nr = param_long("sys_activate_nr");
-	st->sys_deactivate_nr = param_long("sys_deactivate_nr");
-	if (bdsnap_version(&st->version) < 0)
-		memset(&st->version, 0, sizeof(st->version));
-	if (bdsnap_list(&v, &n) == 0) {
-		st->devices = n;
-		for (i = 0; i < n; i++)
-			st->sessions += v[i].session_state != BDSNAP_SESSION_NONE;
-		free(v);
-	}
-	return 0;
 }
