@@ -82,6 +82,10 @@ static int load_failed(const struct args *a, const struct bdsnap_load_report *r,
 			      "or configuration than %s (see dmesg)", path, strerror(ENOEXEC),
 			      r->running);
 		return EXIT_MODULE;
+	case -EOPNOTSUPP:
+		warnx("load: this bdsnap was built without libkmod (WITH_KMOD=0): "
+		      "load the modules with insmod");
+		return EXIT_MODULE;
 	case -EINVAL:
 		if (r->failed)
 			break;
