@@ -44,15 +44,6 @@ die() { echo "deps-arm64: error: $*" >&2; exit 1; }
 
 installed() { dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed'; }
 
-# Complete caches, newest first.
-find_complete() {
-	local d
-	for d in $(ls -dt "$CACHE_ROOT"/arm64-* 2>/dev/null); do
-		[ -e "$d/complete" ] && echo "$d"
-	done
-	return 0
-}
-
 # The ABI (e.g. 6.1.0-44) the arm64 meta package points at in the apt lists.
 current_abi() {
 	apt-cache depends linux-image-arm64:arm64 2>/dev/null |
@@ -66,9 +57,7 @@ if [ "${1:-}" = --path ]; then
 		echo "$CACHE_ROOT/arm64-$abi"
 		exit 0
 	fi
-	d=$(find_complete | head -n 1)
-	[ -n "$d" ] || exit 1
-	echo "$d"
+	cache_newest_complete "$CACHE_ROOT"/arm64-* || exit 1
 	exit 0
 elif [ $# -gt 0 ]; then
 	die "usage: $0 [--path]"

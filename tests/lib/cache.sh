@@ -13,6 +13,19 @@ cache_exit_if_complete() {
 	fi
 }
 
+# cache_newest_complete DIR...: print the most recent complete one of DIRs
+# (a glob's matches); return 1 when none is.
+cache_newest_complete() {
+	local d
+	for d in $(ls -dt "$@" 2>/dev/null); do
+		if [ -e "$d/complete" ]; then
+			echo "$d"
+			return 0
+		fi
+	done
+	return 1
+}
+
 # cache_enter DIR: return holding DIR's lock (fd 9) with DIR incomplete, or
 # exit 0 as above, also when another process completed it while we waited.
 cache_enter() {

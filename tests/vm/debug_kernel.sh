@@ -40,23 +40,13 @@ HASH=$(sha256sum "$FRAGMENT" | cut -c1-12)
 
 installed() { dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed'; }
 
-# Complete caches for this fragment, newest first (the version part may differ).
-find_complete() {
-	local d
-	for d in $(ls -dt "$CACHE_ROOT"/kernel-*-"$HASH" 2>/dev/null); do
-		[ -e "$d/complete" ] && echo "$d"
-	done
-	return 0
-}
-
 if [ "${1:-}" = --path ]; then
 	if installed "$SRC_PKG"; then
 		want=$CACHE_ROOT/kernel-$(dpkg-query -W -f='${Version}' "$SRC_PKG")-$HASH
 		[ -e "$want/complete" ] && { echo "$want"; exit 0; }
 	fi
-	d=$(find_complete | head -n 1)
-	[ -n "$d" ] || exit 1
-	echo "$d"
+	# any source version built with this fragment
+	cache_newest_complete "$CACHE_ROOT"/kernel-*-"$HASH" || exit 1
 	exit 0
 elif [ $# -gt 0 ]; then
 	die "usage: $0 [--path]"
