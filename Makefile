@@ -238,8 +238,8 @@ bench: deps
 #
 #   make debug-kernel      build it (~16-32 min on 2 cores; nothing to do when cached)
 #   make test-debug        every scenario on it (~100 min: not part of `make test`)
-#   make test-debug-smoke  the debug_smoke subset (tests/scenarios/conftest.py,
-#                          ~10 min) on it, if the kernel is cached or
+#   make test-debug-smoke  the debug_smoke subset (23 scenarios in
+#                          tests/scenarios/conftest.py, ~28 min) on it, if the kernel is cached or
 #                          BDSNAP_DEBUG_KERNEL=1 (then it waits for a build in
 #                          progress, or builds); otherwise it says so and passes
 #   make debug-kernel-bg   if BDSNAP_DEBUG_KERNEL=1 and no kernel is cached: start
@@ -278,4 +278,4 @@ test-debug-smoke:
 	$(DEBUG_KERNEL_SH) || { tail -n 30 $(DEBUG_KERNEL_LOG) 2>/dev/null; exit 1; }; \
 	echo "test-debug-smoke: debug kernel ready after $$(( $$(date +%s) - t0 )) s"; \
 	$(MAKE) all && \
-	KERNEL=debug $(VM) --name debug-smoke --timeout 1800 -- $(PYTEST) -v -m debug_smoke tests/scenarios
+	KERNEL=debug $(VM) --name debug-smoke --timeout 3600 -- $(PYTEST) -v -m debug_smoke tests/scenarios
