@@ -30,8 +30,12 @@ else
 all: $(SUBDIRS)
 endif
 
-module singlefile_fs usctm:
+module singlefile_fs:
 	$(MAKE) -C $@
+
+# With its test client: the module and caller the usctm scenarios load.
+usctm:
+	$(MAKE) -C usctm all test_client
 
 lib:
 	$(MAKE) -C lib

@@ -125,6 +125,14 @@ def meta(session):
     return out
 
 
+def require_built(*paths):
+    """Fail, not skip, on a missing build product: a skip once hid that a fresh
+    clone ran none of test_usctm (`make all` did not build its client)."""
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        pytest.fail("not built (make all): " + ", ".join(missing))
+
+
 @pytest.fixture(scope="session")
 def guest():
     if not os.environ.get("BDSNAP_GUEST"):

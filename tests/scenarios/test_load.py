@@ -26,15 +26,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI, PASSWORD, REPO, meta, restore, sessions, sh, sha256
+from conftest import CLI, PASSWORD, REPO, meta, require_built, restore, sessions, sh, sha256
 
 # BDSNAP_KO_ROOT: modules built for the debug kernel (tests/vm/run.py).
 KO_ROOT = Path(os.environ.get("BDSNAP_KO_ROOT") or REPO)
 X86 = os.uname().machine == "x86_64"
 HAVE_USCTM = X86 and (KO_ROOT / "usctm" / "usctm.ko").exists()
 
-pytestmark = pytest.mark.skipif(not (KO_ROOT / "module" / "bdsnap.ko").exists(),
-                                reason="build first: make all")
+pytestmark = pytest.mark.usefixtures("load_built")
+
+
+@pytest.fixture(scope="module")
+def load_built(guest):
+    require_built(KO_ROOT / "module" / "bdsnap.ko")
 
 
 def loaded(name):

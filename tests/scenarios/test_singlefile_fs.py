@@ -7,7 +7,6 @@ Every scenario runs with both trackers and must give the same result.
 
 import os
 import threading
-from pathlib import Path
 
 import pytest
 

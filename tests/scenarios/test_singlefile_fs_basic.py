@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import require_built
 
 REPO = Path(__file__).resolve().parents[2]
 SFS_DIR = REPO / "singlefile_fs"
@@ -101,8 +102,7 @@ def patch(image, offset, fmt, value):
 
 @pytest.fixture(scope="module")
 def sfs_module():
-    if not MODULE.exists() or not MKFS.exists():
-        pytest.skip("build first: make -C singlefile_fs")
+    require_built(MODULE, MKFS)
     if not Path("/dev/loop-control").exists():
         run("modprobe", "loop")    # the guest's Debian kernel has loop as a module
     loaded = Path("/sys/module/singlefilefs").exists()

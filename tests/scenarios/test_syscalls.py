@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI, KO_ROOT, MODULE, PASSWORD, bdsnap_cli, meta, restore, sessions, sha256, uapi
+from conftest import (CLI, KO_ROOT, MODULE, PASSWORD, bdsnap_cli, meta, require_built, restore,
+                      sessions, sha256, uapi)
 
 REPO = Path(__file__).resolve().parents[2]
 USCTM_KO = KO_ROOT / "usctm" / "usctm.ko"
@@ -40,9 +41,13 @@ PASSWORD_MAX = uapi.BDSNAP_PASSWORD_MAX
 pytestmark = [
     pytest.mark.usctm,
     pytest.mark.skipif(os.uname().machine != "x86_64", reason="usctm is x86-64 only"),
-    pytest.mark.skipif(not (USCTM_KO.exists() and MODULE.exists()),
-                       reason="build first: make -C usctm && make -C module"),
+    pytest.mark.usefixtures("syscalls_built"),
 ]
+
+
+@pytest.fixture(scope="module")
+def syscalls_built(guest):
+    require_built(USCTM_KO, MODULE)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import require_built
 
 REPO = Path(__file__).resolve().parents[2]
 # BDSNAP_KO_ROOT: modules built for the debug kernel (tests/vm/run.py).
@@ -46,9 +47,13 @@ MASK64 = (1 << 64) - 1
 pytestmark = [
     pytest.mark.skipif(os.environ.get("BDSNAP_GUEST") != "1",
                        reason="loads kernel modules: runs only inside the test VM"),
-    pytest.mark.skipif(not (USCTM_KO.exists() and CLIENT_KO.exists() and CALL.exists()),
-                       reason="build first: make -C usctm && make -C usctm test_client"),
+    pytest.mark.usefixtures("usctm_built"),
 ]
+
+
+@pytest.fixture(scope="module")
+def usctm_built():
+    require_built(USCTM_KO, CLIENT_KO, CALL)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
