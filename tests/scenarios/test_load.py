@@ -26,10 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI, PASSWORD, REPO, meta, require_built, restore, sessions, sh, sha256
+from conftest import (CLI, KO_ROOT, PASSWORD, meta, require_built, restore, sessions, sh,
+                      sha256)
 
-# BDSNAP_KO_ROOT: modules built for the debug kernel (tests/vm/run.py).
-KO_ROOT = Path(os.environ.get("BDSNAP_KO_ROOT") or REPO)
 X86 = os.uname().machine == "x86_64"
 HAVE_USCTM = X86 and (KO_ROOT / "usctm" / "usctm.ko").exists()
 

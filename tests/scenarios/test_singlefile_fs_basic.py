@@ -21,12 +21,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import require_built
 
-REPO = Path(__file__).resolve().parents[2]
+from conftest import KO_ROOT, REPO, require_built
+
 SFS_DIR = REPO / "singlefile_fs"
-# BDSNAP_KO_ROOT: modules built for the debug kernel (tests/vm/run.py).
-MODULE = Path(os.environ.get("BDSNAP_KO_ROOT") or REPO) / "singlefile_fs" / "singlefilefs.ko"
+MODULE = KO_ROOT / "singlefile_fs" / "singlefilefs.ko"
 MKFS = SFS_DIR / "mkfs.singlefilefs"
 HEADER = SFS_DIR / "singlefilefs.h"
 

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CLI, KO_ROOT, MODULE, PASSWORD, bdsnap_cli, meta, require_built, restore,
-                      sessions, sha256, uapi)
+from conftest import (CLI, KO_ROOT, MODULE, PASSWORD, bdsnap_cli, meta, require_built,
+                      restore, sessions, sha256, uapi)
 
-REPO = Path(__file__).resolve().parents[2]
 USCTM_KO = KO_ROOT / "usctm" / "usctm.ko"
 PARAMS = Path("/sys/module/bdsnap/parameters")
 KERNEL_PTR = 0xffffffff81000000
@@ -48,6 +47,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def syscalls_built(guest):
     require_built(USCTM_KO, MODULE)
+
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long

@@ -23,11 +23,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import require_built
 
-REPO = Path(__file__).resolve().parents[2]
-# BDSNAP_KO_ROOT: modules built for the debug kernel (tests/vm/run.py).
-KO_ROOT = Path(os.environ.get("BDSNAP_KO_ROOT") or REPO)
+from conftest import KO_ROOT, REPO, require_built
+
 USCTM_KO = KO_ROOT / "usctm" / "usctm.ko"
 CLIENT_KO = KO_ROOT / "usctm" / "test_client" / "usctm_test_client.ko"
 CALL = REPO / "usctm" / "test_client" / "usctm_call"
@@ -54,6 +52,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def usctm_built():
     require_built(USCTM_KO, CLIENT_KO, CALL)
+
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
