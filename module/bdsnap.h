@@ -16,9 +16,11 @@
 #include <linux/ftrace.h>
 #include <linux/llist.h>
 #include <uapi/bdsnap.h>
+#include "compat.h"
 
 struct block_device;
 struct file;
+struct file_system_type;
 struct page;
 struct bdsnap_bio_batch;
 
@@ -179,7 +181,7 @@ extern const struct bdsnap_tracker_ops bdsnap_tracker_vfs_ops;
  * @node: in the RCU list of open sessions, searched by the bio hook.
  * @device: the activated device this session belongs to.
  * @ops: the tracker.
- * @bdev: the mounted device, held open for reading pre-images.
+ * @bdev_ref: the mounted device, held open for reading pre-images.
  * @nr_bytes: device size at mount.
  * @ordered: BDSNAP_ACT_ORDERED.
  * @devname: kernel name, e.g. "loop3".
@@ -204,7 +206,7 @@ struct bdsnap_session {
 	struct list_head node;
 	struct bdsnap_device *device;
 	const struct bdsnap_tracker_ops *ops;
-	struct block_device *bdev;
+	struct bdsnap_bdev_ref bdev_ref;
 	u64 nr_bytes;
 	bool ordered;
 	char devname[BDSNAP_NAME_MAX];
@@ -256,6 +258,8 @@ void bdsnap_hook_leave(void);
 /* mount.c: sessions start at mount, end at unmount */
 int bdsnap_mount_init(void);
 void bdsnap_mount_done(void);
+int bdsnap_mount_begin(const char *name, struct file_system_type *type, dev_t *dev);
+void bdsnap_mount_failed(int started, dev_t dev);
 
 /* tracker_bio.c: V2, the block-layer tracker */
 int bdsnap_tracker_bio_init(void);

@@ -2,10 +2,13 @@
 /*
  * Session boundaries.  A file system writes inside its mount call (ext4:
  * superblock, journal recovery), so a session must exist before the real
- * get_tree_bdev()/mount_bdev() runs: both are redirected to wrappers that
- * resolve the device, begin the session and then mount.  kill_block_super()
- * is the common end of every block-device file system; once it returns the
- * file system has written and synced its last block, and the session ends.
+ * mount function runs: the function every block-device mount goes through
+ * (get_tree_bdev_flags()/get_tree_bdev(), see compat.h; mount_bdev() in
+ * mount_legacy.c where the kernel still has it) is redirected to a wrapper
+ * that resolves the device, begins the session and then mounts.
+ * kill_block_super() is the common end of every block-device file system;
+ * once it returns the file system has written and synced its last block,
+ * and the session ends.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME "-mount: " fmt
 
@@ -14,53 +17,37 @@
 #include <linux/fs_context.h>
 #include <linux/blkdev.h>
 #include "bdsnap.h"
+#include "compat.h"
 
 /* Return: whether this call started a session for @name's device. */
-static int bdsnap_mount_begin(const char *name, struct file_system_type *type, dev_t *dev)
+int bdsnap_mount_begin(const char *name, struct file_system_type *type, dev_t *dev)
 {
 	if (!name || lookup_bdev(name, dev))
 		return 0;
 	return bdsnap_session_begin(*dev, type->name);
 }
 
-static void bdsnap_mount_failed(int started, dev_t dev)
+void bdsnap_mount_failed(int started, dev_t dev)
 {
 	/* a failed mount may have written (journal replay): keep what was saved */
 	if (started > 0)
 		bdsnap_session_end(dev);
 }
 
-static int bdsnap_get_tree_bdev(struct fs_context *fc,
-				int (*fill_super)(struct super_block *, struct fs_context *))
+static int bdsnap_get_tree(struct fs_context *fc, bdsnap_fill_super_fc_t fill_super,
+			   unsigned int flags)
 {
 	dev_t dev = 0;
 	int started = bdsnap_mount_begin(fc->source, fc->fs_type, &dev);
 	int ret = started;
 
 	if (started >= 0) {
-		ret = get_tree_bdev(fc, fill_super);
+		ret = bdsnap_get_tree_bdev(fc, fill_super, flags);
 		if (ret)
 			bdsnap_mount_failed(started, dev);
 	}
 	bdsnap_hook_leave();
 	return ret;
-}
-
-static struct dentry *bdsnap_mount_bdev(struct file_system_type *fs_type, int flags,
-					const char *dev_name, void *data,
-					int (*fill_super)(struct super_block *, void *, int))
-{
-	dev_t dev = 0;
-	int started = bdsnap_mount_begin(dev_name, fs_type, &dev);
-	struct dentry *root = ERR_PTR(started);
-
-	if (started >= 0) {
-		root = mount_bdev(fs_type, flags, dev_name, data, fill_super);
-		if (IS_ERR(root))
-			bdsnap_mount_failed(started, dev);
-	}
-	bdsnap_hook_leave();
-	return root;
 }
 
 static void bdsnap_kill_block_super(struct super_block *sb)
@@ -74,12 +61,8 @@ static void bdsnap_kill_block_super(struct super_block *sb)
 
 static struct bdsnap_hook bdsnap_mount_hooks[] = {
 	{
-		.target = (unsigned long)get_tree_bdev,
-		.replacement = (unsigned long)bdsnap_get_tree_bdev,
-		.may_sleep = true,
-	}, {
-		.target = (unsigned long)mount_bdev,
-		.replacement = (unsigned long)bdsnap_mount_bdev,
+		.target = (unsigned long)BDSNAP_GET_TREE_BDEV,
+		.replacement = (unsigned long)bdsnap_get_tree,
 		.may_sleep = true,
 	}, {
 		.target = (unsigned long)kill_block_super,
@@ -97,6 +80,9 @@ int bdsnap_mount_init(void)
 		if (ret)
 			goto fail;
 	}
+	ret = bdsnap_mount_legacy_init();
+	if (ret)
+		goto fail;
 	return 0;
 fail:
 	while (--i >= 0)
@@ -108,6 +94,7 @@ void bdsnap_mount_done(void)
 {
 	int i;
 
+	bdsnap_mount_legacy_done();
 	for (i = ARRAY_SIZE(bdsnap_mount_hooks) - 1; i >= 0; i--)
 		bdsnap_hook_remove(&bdsnap_mount_hooks[i]);
 }

@@ -267,7 +267,7 @@ static void bdsnap_registry_fill(const struct bdsnap_device *d, struct bdsnap_de
 		info->dev = new_encode_dev(d->dev);
 	if (!s)
 		return;
-	info->dev = new_encode_dev(s->bdev->bd_dev);
+	info->dev = new_encode_dev(s->bdev_ref.bdev->bd_dev);
 	info->session_state = READ_ONCE(s->store.error) || atomic64_read(&s->read_errors) ?
 			      BDSNAP_SESSION_INCOMPLETE : BDSNAP_SESSION_OPEN;
 	info->blocks_saved = READ_ONCE(s->store.blocks_saved);

@@ -37,7 +37,7 @@ struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
 	struct bdsnap_session *s;
 
 	list_for_each_entry_rcu(s, &bdsnap_sessions, node)
-		if (s->bdev == bdev && s->ops == ops)
+		if (s->bdev_ref.bdev == bdev && s->ops == ops)
 			return s;
 	return NULL;
 }
@@ -100,13 +100,11 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 	bio_list_init(&s->held);
 	init_waitqueue_head(&s->drain_wq);
 
-	s->bdev = blkdev_get_by_dev(dev, FMODE_READ, NULL);
-	if (IS_ERR(s->bdev)) {
-		ret = PTR_ERR(s->bdev);
+	ret = bdsnap_bdev_open_read(dev, &s->bdev_ref);
+	if (ret)
 		goto fail_free;
-	}
-	s->nr_bytes = bdev_nr_bytes(s->bdev);
-	snprintf(s->devname, sizeof(s->devname), "%pg", s->bdev);
+	s->nr_bytes = bdev_nr_bytes(s->bdev_ref.bdev);
+	snprintf(s->devname, sizeof(s->devname), "%pg", s->bdev_ref.bdev);
 
 	ret = bdsnap_store_mkdir(bdsnap_store_dir);
 	if (ret)
@@ -134,7 +132,7 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 	return s;
 
 fail_bdev:
-	blkdev_put(s->bdev, FMODE_READ);
+	bdsnap_bdev_close(&s->bdev_ref);
 fail_free:
 	kfree(s);
 	return ERR_PTR(ret);
@@ -168,7 +166,7 @@ int bdsnap_session_begin(dev_t dev, const char *fstype)
 		 * A second loop device over the same image would change the
 		 * image behind the open session's back.
 		 */
-		if (d->session->bdev->bd_dev != dev) {
+		if (d->session->bdev_ref.bdev->bd_dev != dev) {
 			ret = -EBUSY;
 			pr_err("%s: device %u:%u: already mounted through %s in session %s: mount refused\n",
 			       d->path, MAJOR(dev), MINOR(dev), d->session->devname,
@@ -214,7 +212,7 @@ void bdsnap_session_end(dev_t dev)
 
 	bdsnap_registry_lock();
 	list_for_each_entry(s, &bdsnap_sessions, node) {
-		if (s->bdev->bd_dev == dev) {
+		if (s->bdev_ref.bdev->bd_dev == dev) {
 			found = s;
 			list_del_rcu(&s->node);
 			s->device->session = NULL;
@@ -234,7 +232,7 @@ void bdsnap_session_end(dev_t dev)
 	pr_info("session %s ended, %llu blocks saved\n", s->dirname,
 		s->store.blocks_saved);
 	bdsnap_blockmap_destroy(&s->map);
-	blkdev_put(s->bdev, FMODE_READ);
+	bdsnap_bdev_close(&s->bdev_ref);
 	kfree(s);
 	module_put(THIS_MODULE);
 }

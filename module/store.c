@@ -57,18 +57,9 @@ static u32 bdsnap_crc32(const void *buf, size_t len)
 
 int bdsnap_store_mkdir(const char *path)
 {
-	struct path parent;
-	struct dentry *dentry;
-	int ret;
+	int ret = bdsnap_kern_mkdir(path, 0700);
 
-	dentry = kern_path_create(AT_FDCWD, path, &parent, LOOKUP_DIRECTORY);
-	if (IS_ERR(dentry)) {
-		ret = PTR_ERR(dentry);
-		return ret == -EEXIST ? 0 : ret;
-	}
-	ret = vfs_mkdir(mnt_user_ns(parent.mnt), d_inode(parent.dentry), dentry, 0700);
-	done_path_create(&parent, dentry);
-	return ret;
+	return ret == -EEXIST ? 0 : ret;
 }
 
 /**

@@ -163,7 +163,7 @@ static int bdsnap_bio_read_run(struct bdsnap_session *s, struct bdsnap_bio_batch
 	struct bio *bio;
 	unsigned int i;
 
-	bio = bio_alloc(s->bdev, len, REQ_OP_READ, GFP_NOIO);
+	bio = bio_alloc(s->bdev_ref.bdev, len, REQ_OP_READ, GFP_NOIO);
 	bio->bi_iter.bi_sector = batch->blocks[start] * BDSNAP_SECTORS_PER_BLOCK;
 	bio->bi_private = batch;
 	bio->bi_end_io = bdsnap_bio_read_end;

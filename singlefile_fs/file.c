@@ -16,6 +16,7 @@
 #include <linux/sched.h>
 #include <linux/uio.h>
 
+#include "compat.h"
 #include "sfs.h"
 #include "singlefilefs.h"
 
@@ -181,8 +182,7 @@ static ssize_t sfs_write_iter(struct kiocb *iocb, struct iov_iter *from)
 		}
 	}
 	iocb->ki_pos = pos + ret;
-	inode->i_mtime = current_time(inode);
-	inode->i_ctime = inode->i_mtime;
+	sfs_inode_touch(inode);
 
 out_unlock:
 	inode_unlock(inode);
@@ -207,13 +207,13 @@ static int sfs_truncate(struct inode *inode, loff_t size)
 	return sfs_update_size(inode, size);
 }
 
-static int sfs_setattr(struct user_namespace *mnt_userns,
+static int sfs_setattr(struct sfs_mnt_idmap *idmap,
 		       struct dentry *dentry, struct iattr *attr)
 {
 	struct inode *inode = d_inode(dentry);
 	int ret;
 
-	ret = setattr_prepare(mnt_userns, dentry, attr);
+	ret = setattr_prepare(idmap, dentry, attr);
 	if (ret)
 		return ret;
 
@@ -224,7 +224,7 @@ static int sfs_setattr(struct user_namespace *mnt_userns,
 			return ret;
 	}
 	/* Mode, owner and times live in memory only. */
-	setattr_copy(mnt_userns, inode, attr);
+	setattr_copy(idmap, inode, attr);
 	return 0;
 }
 
@@ -255,6 +255,6 @@ const struct file_operations sfs_file_operations = {
 	.llseek = generic_file_llseek,
 	.read_iter = sfs_read_iter,
 	.write_iter = sfs_write_iter,
-	.splice_read = generic_file_splice_read,
+	.splice_read = sfs_splice_read,
 	.fsync = sfs_fsync,
 };

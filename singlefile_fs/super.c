@@ -10,10 +10,12 @@
 #include <linux/blkdev.h>
 #include <linux/buffer_head.h>
 #include <linux/fs.h>
+#include <linux/fs_context.h>
 #include <linux/module.h>
 #include <linux/slab.h>
 #include <linux/statfs.h>
 
+#include "compat.h"
 #include "sfs.h"
 #include "singlefilefs.h"
 
@@ -93,11 +95,11 @@ struct inode *sfs_iget(struct super_block *sb, unsigned long ino)
 	inode = iget_locked(sb, ino);
 	if (!inode)
 		return ERR_PTR(-ENOMEM);
-	if (!(inode->i_state & I_NEW))
+	if (!sfs_inode_is_new(inode))
 		return inode;
 
 	if (ino == SFS_ROOT_INO) {
-		inode_init_owner(&init_user_ns, inode, NULL, S_IFDIR | 0755);
+		inode_init_owner(SFS_NOP_IDMAP, inode, NULL, S_IFDIR | 0755);
 		inode->i_op = &sfs_dir_inode_operations;
 		inode->i_fop = &sfs_dir_operations;
 		set_nlink(inode, 2);
@@ -105,15 +107,13 @@ struct inode *sfs_iget(struct super_block *sb, unsigned long ino)
 		ret = sfs_read_inode_size(sb, &size);
 		if (ret)
 			goto fail;
-		inode_init_owner(&init_user_ns, inode, NULL, S_IFREG | 0644);
+		inode_init_owner(SFS_NOP_IDMAP, inode, NULL, S_IFREG | 0644);
 		inode->i_op = &sfs_file_inode_operations;
 		inode->i_fop = &sfs_file_operations;
 		set_nlink(inode, 1);
 		sfs_set_size(inode, size);
 	}
-	inode->i_atime = current_time(inode);
-	inode->i_mtime = inode->i_atime;
-	inode->i_ctime = inode->i_atime;
+	sfs_inode_init_times(inode);
 	unlock_new_inode(inode);
 	return inode;
 
@@ -196,8 +196,9 @@ static int sfs_check_super(struct super_block *sb,
 	return 0;
 }
 
-static int sfs_fill_super(struct super_block *sb, void *data, int silent)
+static int sfs_fill_super(struct super_block *sb, struct fs_context *fc)
 {
+	bool silent = fc->sb_flags & SB_SILENT;
 	struct sfs_sb_info *sbi;
 	struct buffer_head *bh;
 	struct inode *root;
@@ -261,16 +262,26 @@ fail_free:
 	return ret;
 }
 
-static struct dentry *sfs_mount(struct file_system_type *fs_type, int flags,
-				const char *dev_name, void *data)
+static int sfs_get_tree(struct fs_context *fc)
 {
-	return mount_bdev(fs_type, flags, dev_name, data, sfs_fill_super);
+	return get_tree_bdev(fc, sfs_fill_super);
+}
+
+static const struct fs_context_operations sfs_context_operations = {
+	.get_tree = sfs_get_tree,
+};
+
+/* No mount options of its own: the generic ones (ro, sync, ...) suffice. */
+static int sfs_init_fs_context(struct fs_context *fc)
+{
+	fc->ops = &sfs_context_operations;
+	return 0;
 }
 
 static struct file_system_type sfs_fs_type = {
 	.owner = THIS_MODULE,
 	.name = "singlefilefs",
-	.mount = sfs_mount,
+	.init_fs_context = sfs_init_fs_context,
 	.kill_sb = kill_block_super,
 	.fs_flags = FS_REQUIRES_DEV,
 };

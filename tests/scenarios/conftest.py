@@ -20,8 +20,9 @@ import bdsnap_uapi as uapi  # noqa: E402
 
 PASSWORD = "bdsnap-test-password"
 CLI = Path(os.environ.get("BDSNAP_CLI", REPO / "cli" / "bdsnap"))
-# Kernel modules are built for the kernel the guest runs: on the debug kernel
-# (KERNEL=debug) tests/vm/run.py builds them in build/debug-src/ and passes that
+# Kernel modules are built for the kernel the guest runs: on another kernel
+# than the host's Debian one (KERNEL=trixie, sid, debug) tests/vm/run.py builds
+# them in build/ko/<kernel>/ and passes that
 # directory as BDSNAP_KO_ROOT; user-space tools always come from REPO.
 KO_ROOT = Path(os.environ.get("BDSNAP_KO_ROOT") or REPO)
 MODULE = KO_ROOT / "module" / "bdsnap.ko"

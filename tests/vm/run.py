@@ -3,7 +3,7 @@
 
     /usr/bin/python3 tests/vm/run.py [--name N] [--timeout S] [--disk FILE]... \
         [--mem MB] [--append ARGS] [--expect-crash] [--quiet] \
-        [--kernel debian|debug] -- CMD [ARGS...]
+        [--kernel debian|trixie|sid|debug] -- CMD [ARGS...]
 
 or, from Python:
 
@@ -24,22 +24,29 @@ warning/bug/lockup pattern, or the kernel gained a taint bit other than O and E.
 With --expect-crash, a guest crash is the success and anything else a failure.
 See tests/vm/init.sh for the guest side. Standard library only.
 
-Debug kernel (--kernel debug, or KERNEL=debug in the environment; the default
-is KERNEL=debian): boots the KASAN/lockdep/kmemleak kernel cached by
+Kernels (--kernel, or KERNEL= in the environment): debian (the default) is the
+host's own Debian kernel (linux-image-amd64: 6.1 on Debian 12); the modules of
+the work tree are built for it. trixie (Debian 13, 6.12) and sid (7.x) boot the
+kernel of that release's root cached by tests/vm/kernel_root.sh (its vmlinuz,
+-M q35; the initramfs gets that kernel's 9p/overlay modules, the guest sees its
+/lib/modules/<release> bind-mounted): before the first boot of a process the
+runner copies the module sources to build/ko/<kernel>/ and builds them there
+inside the root, with the compiler that built that kernel, and the guest
+command gets BDSNAP_KO_ROOT=<that directory> and BDSNAP_KERNEL=<kernel>.
+
+Debug kernel (--kernel debug): boots the KASAN/lockdep/kmemleak kernel cached by
 tests/vm/debug_kernel.sh (bzImage, -M q35; everything the guest needs is built
-in, so the initramfs loads no modules). Before the first boot of a process the
-runner copies the sources of module/, singlefile_fs/, usctm/ (plus include/,
-mk/) to build/debug-src/ and builds them there against the debug tree (the
-work tree's .ko files stay the Debian ones); the guest command gets
-BDSNAP_KO_ROOT=<that directory> and BDSNAP_KERNEL=debug, and scenarios take
-their .ko paths from BDSNAP_KO_ROOT. On top of the checks above, every
+in, so the initramfs loads no modules); the modules are built as for trixie and
+sid, in build/ko/debug/, against the debug tree (the work tree's .ko files stay
+the Debian ones); scenarios take their .ko paths from BDSNAP_KO_ROOT. On top of
+the checks above, every
 checker report fails the run: KASAN, lockdep ("possible circular locking
 dependency" ...), "sleeping function called from invalid context", DEBUG_LIST
 corruption, and kmemleak: after the command the guest scans twice and any
 "suspected memory leak" left (build/vm-results/<name>/kmemleak.txt) is a
 failure; so is lockdep having switched itself off. Symbolize a module address
 from a report with
-    <cache>/linux/scripts/faddr2line build/debug-src/module/bdsnap.ko func+0x1c/0x80
+    <cache>/linux/scripts/faddr2line build/ko/debug/module/bdsnap.ko func+0x1c/0x80
 (<cache> is printed by `tests/vm/debug_kernel.sh --path`).
 """
 
@@ -77,13 +84,20 @@ KERNEL_ARGS = ("console=ttyS0 rdinit=/init panic=-1 oops=panic panic_on_warn=1 "
 # "wild-memory-access" (6.1's pgtable_l5_enabled() reads X86_FEATURE_LA57).
 DEBUG_KERNEL_ARGS = "kasan_multi_shot nokaslr no_timer_check no5lvl"
 
-KERNELS = ("debian", "debug")
+# Kernels of other Debian releases: boot with the root's vmlinuz on q35 (their
+# 9p stack loads from modules); no_timer_check as for the debug kernel.
+ROOT_KERNELS = ("trixie", "sid")
+ROOT_KERNEL_ARGS = "nokaslr no_timer_check"
+KERNELS = ("debian", *ROOT_KERNELS, "debug")
 DEBUG_KERNEL_SH = Path(__file__).resolve().parent / "debug_kernel.sh"
-DEBUG_SRC = BUILD / "debug-src"
-# Copied to DEBUG_SRC and built there against the debug tree: (dir, make targets).
-DEBUG_SRC_DIRS = ("include", "mk", "module", "singlefile_fs", "usctm")
-DEBUG_BUILDS = (("usctm", ("all", "test_client")), ("module", ("all",)),
-                ("singlefile_fs", ("all",)))
+KERNEL_ROOT_SH = Path(__file__).resolve().parent / "kernel_root.sh"
+KO_BUILD = BUILD / "ko"
+# Copied to KO_BUILD/<kernel> and built there for that kernel: (dir, make targets).
+KO_SRC_DIRS = ("include", "mk", "module", "singlefile_fs", "usctm")
+KO_BUILDS = (("usctm", ("all", "test_client")), ("module", ("all",)),
+             ("singlefile_fs", ("all",)))
+# Where a kernel root sees KO_BUILD/<kernel> while it builds (bind mount).
+ROOT_SRC_MOUNT = "bdsnap-src"
 # Build products are never copied from the work tree (they are Debian's).
 _BUILD_PRODUCT = re.compile(
     r"\.(o|ko|mod|mod\.c|mod\.o|cmd|a|d|so|symvers)$|^Module\.symvers$|^modules\.order$"
@@ -131,7 +145,7 @@ def default_kver() -> str:
 
 
 def default_kernel() -> str:
-    """KERNEL=debian|debug from the environment; debian when unset."""
+    """KERNEL=debian|trixie|sid|debug from the environment; debian when unset."""
     kernel = os.environ.get("KERNEL") or "debian"
     if kernel not in KERNELS:
         sys.exit(f"run.py: KERNEL={kernel!r}: must be one of {', '.join(KERNELS)}")
@@ -195,38 +209,87 @@ def _sync_tree(src: Path, dst: Path) -> None:
             d.unlink()
 
 
-_debug_modules_built: dict = {}
+@dataclasses.dataclass
+class RootKernel:
+    name: str         # trixie, sid
+    cache: Path       # /var/cache/bdsnap/root-<name>
+    release: str      # its `uname -r`
+
+    @property
+    def root(self) -> Path:
+        return self.cache / "root"
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.root / "boot" / f"vmlinuz-{self.release}"
+
+    @property
+    def moddir(self) -> Path:
+        return self.root / "lib" / "modules" / self.release
 
 
-def build_debug_modules(dk: DebugKernel | None = None) -> Path:
-    """Build the project's modules against the debug tree in build/debug-src/.
+def root_kernel(name: str) -> RootKernel:
+    """The cached root of release `name` (tests/vm/kernel_root.sh NAME --path); exit if none."""
+    p = subprocess.run([str(KERNEL_ROOT_SH), name, "--path"], capture_output=True, text=True)
+    if p.returncode:
+        sys.exit(f"run.py: no cached {name} root: make it with `tests/vm/kernel_root.sh {name}` "
+                 "(`make kernel-roots` makes all, a few minutes each)")
+    cache = Path(p.stdout.strip())
+    return RootKernel(name, cache, (cache / "release").read_text().strip())
 
-    Returns the directory to pass as BDSNAP_KO_ROOT. Once per process; modules
-    get -g so that scripts/faddr2line can name the line of a report.
+
+_modules_built: dict = {}
+
+
+def build_modules(kernel: str) -> Path:
+    """Build the project's modules for `kernel` (not debian) in build/ko/<kernel>/.
+
+    Returns the directory to pass as BDSNAP_KO_ROOT. Once per process. Debug
+    kernel: against its tree, with -g so that scripts/faddr2line can name the
+    line of a report. trixie, sid: inside that release's root, with its
+    compiler and headers.
     """
-    dk = dk or debug_kernel()
-    if dk.tree in _debug_modules_built:
-        return _debug_modules_built[dk.tree]
-    DEBUG_SRC.mkdir(parents=True, exist_ok=True)
-    # Several runners (developers, make targets) may share build/debug-src:
+    if kernel in _modules_built:
+        return _modules_built[kernel]
+    if kernel == "debug":
+        dk = debug_kernel()
+
+        def make(d, targets):
+            return ["make", "-C", str(out / d), f"KDIR={dk.tree}", "KCFLAGS=-g", *targets]
+    else:
+        rk = root_kernel(kernel)
+        mnt = rk.root / ROOT_SRC_MOUNT
+
+        def make(d, targets):
+            # A private mount namespace: the mounts vanish with the command.
+            # objtool reads /proc.
+            script = (f"mount --bind {shlex.quote(str(out))} {shlex.quote(str(mnt))} && "
+                      f"mount -t proc proc {shlex.quote(str(rk.root / 'proc'))} && "
+                      f"exec chroot {shlex.quote(str(rk.root))} env -i PATH=/usr/bin:/bin "
+                      f"make -C /{ROOT_SRC_MOUNT}/{d} KVER={rk.release} {' '.join(targets)}")
+            return ["unshare", "-m", "sh", "-c", script]
+        mnt.mkdir(exist_ok=True)
+    out = KO_BUILD / kernel
+    out.mkdir(parents=True, exist_ok=True)
+    # Several runners (developers, make targets) may share build/ko/<kernel>:
     # one syncs and builds at a time; a guest already running keeps the
     # modules it loaded (insmod reads the file at load time).
-    with open(BUILD / ".debug-src.lock", "w") as lock:
+    with open(KO_BUILD / f".{kernel}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for d in DEBUG_SRC_DIRS:
+        for d in KO_SRC_DIRS:
             if (REPO / d).is_dir():
-                _sync_tree(REPO / d, DEBUG_SRC / d)
-        for d, targets in DEBUG_BUILDS:
-            if not (DEBUG_SRC / d).is_dir():
+                _sync_tree(REPO / d, out / d)
+        for d, targets in KO_BUILDS:
+            if not (out / d).is_dir():
                 continue
-            cmd = ["make", "-C", str(DEBUG_SRC / d), f"KDIR={dk.tree}", "KCFLAGS=-g", *targets]
+            cmd = make(d, targets)
             p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if p.returncode:
                 sys.stdout.write(p.stdout[-4000:])
-                sys.exit(f"run.py: building {d} against the debug kernel failed: "
+                sys.exit(f"run.py: building {d} for the {kernel} kernel failed: "
                          f"{shlex.join(cmd)}")
-    _debug_modules_built[dk.tree] = DEBUG_SRC
-    return DEBUG_SRC
+    _modules_built[kernel] = out
+    return out
 
 
 def taint_letters(mask: int) -> str:
@@ -259,14 +322,19 @@ def vmlinux(kver: str) -> Path:
     return out
 
 
-def _module_order(kver: str) -> list[Path]:
-    """STAGE1_MODULES and their dependencies, dependencies first."""
-    base = Path("/lib/modules") / kver
+def _module_order(moddir: Path) -> list[Path]:
+    """STAGE1_MODULES and their dependencies, dependencies first; built-in ones skipped."""
     deps = {}
-    for line in (base / "modules.dep").read_text().splitlines():
+    for line in (moddir / "modules.dep").read_text().splitlines():
         mod, _, rest = line.partition(":")
         deps[mod] = rest.split()
-    by_name = {Path(m).name.split(".ko")[0].replace("-", "_"): m for m in deps}
+    builtin = moddir / "modules.builtin"
+    builtin = builtin.read_text().split() if builtin.exists() else []
+
+    def key(m):
+        return Path(m).name.split(".ko")[0].replace("-", "_")
+    by_name = {key(m): m for m in deps}
+    builtin = {key(m) for m in builtin}
     order = []
 
     def visit(mod):
@@ -275,8 +343,22 @@ def _module_order(kver: str) -> list[Path]:
         if mod not in order:
             order.append(mod)
     for name in STAGE1_MODULES:
-        visit(by_name[name])
-    return [base / m for m in order]
+        if name in by_name:
+            visit(by_name[name])
+        elif name not in builtin:
+            sys.exit(f"run.py: module {name} is neither in {moddir}/modules.dep nor built in")
+    return [moddir / m for m in order]
+
+
+def _module_bytes(path: Path) -> bytes:
+    """A module file as busybox insmod takes it: uncompressed."""
+    data = path.read_bytes()
+    if path.suffix == ".xz":
+        return lzma.decompress(data)
+    if path.suffix == ".zst":
+        return subprocess.run(["zstd", "-dc", str(path)], check=True,
+                              capture_output=True).stdout
+    return data
 
 
 def _cpio(entries) -> bytes:
@@ -295,29 +377,29 @@ def _cpio(entries) -> bytes:
     return bytes(out)
 
 
-def initramfs(kver: str | None, with_modules: bool = True) -> Path:
-    """busybox + init.sh + the 9p/overlay modules; rebuilt when any changes.
+def initramfs(moddir: Path | None) -> Path:
+    """busybox + init.sh + the 9p/overlay modules of `moddir`; rebuilt when any changes.
 
-    with_modules=False (the debug kernel has all of them built in): no modules.
+    moddir None (the debug kernel has all of them built in): no modules.
     """
-    mods = _module_order(kver) if with_modules else []
-    if not with_modules:
-        kver = "nomodules"
+    mods = _module_order(moddir) if moddir else []
     busybox = Path("/bin/busybox")
     h = hashlib.sha256(INIT.read_bytes())
     for p in [busybox, *mods]:
         h.update(p.name.encode() + p.read_bytes())
-    out = BUILD / "vm" / f"initramfs-{kver}-{h.hexdigest()[:16]}.cpio"
+    tag = moddir.name if moddir else "nomodules"
+    out = BUILD / "vm" / f"initramfs-{tag}-{h.hexdigest()[:16]}.cpio"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    names = [p.name.removesuffix(".xz").removesuffix(".zst") for p in mods]
     d, x = 0o040755, 0o100755
     entries = [(n, d) for n in ("bin", "dev", "modules")]
     entries += [("dev/console", 0o020600, b"", 5, 1),
                 ("bin/busybox", x, busybox.read_bytes()),  # copied: static binary
                 ("init", x, INIT.read_bytes()),
-                ("modules.list", 0o100644, "".join(p.name + "\n" for p in mods).encode())]
-    entries += [(f"modules/{p.name}", 0o100644, p.read_bytes()) for p in mods]
+                ("modules.list", 0o100644, "".join(n + "\n" for n in names).encode())]
+    entries += [(f"modules/{n}", 0o100644, _module_bytes(p)) for n, p in zip(names, mods)]
     _atomic_write(out, _cpio(entries))
     return out
 
@@ -383,10 +465,10 @@ def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int 
               ko_root: Path | None = None) -> GuestResult:
     """Boot the guest, run `cmd` (list: argv, str: shell text), judge the outcome.
 
-    kernel: "debian" or "debug" (default: $KERNEL, else debian). mem_mb
-    defaults to 1024 (debian) or 2048 (debug: KASAN shadow, kmemleak, lockdep).
-    ko_root (debug only): BDSNAP_KO_ROOT for the guest; default: build the
-    project's modules against the debug tree (build_debug_modules()).
+    kernel: one of KERNELS (default: $KERNEL, else debian). mem_mb defaults
+    to 1024, 2048 for debug (KASAN shadow, kmemleak, lockdep). ko_root (not
+    debian): BDSNAP_KO_ROOT for the guest; default: build the project's
+    modules for that kernel (build_modules()).
     """
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"bad run name {name!r}")
@@ -395,16 +477,23 @@ def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int 
         raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
     mem_mb = mem_mb or (2048 if kernel == "debug" else 1024)
     guest_env = {"BDSNAP_KERNEL": kernel}
+    if kernel != "debian":
+        ko_root = Path(ko_root) if ko_root else build_modules(kernel)
+        guest_env["BDSNAP_KO_ROOT"] = str(ko_root.resolve())
     if kernel == "debug":
         dk = debug_kernel()
-        ko_root = Path(ko_root) if ko_root else build_debug_modules(dk)
-        guest_env.update(BDSNAP_KO_ROOT=str(ko_root.resolve()), BDSNAP_MODDIR=str(dk.moddir))
-        boot = ["-M", "q35", "-kernel", str(dk.bzimage),
-                "-initrd", str(initramfs(None, with_modules=False))]
+        guest_env["BDSNAP_MODDIR"] = str(dk.moddir)
+        boot = ["-M", "q35", "-kernel", str(dk.bzimage), "-initrd", str(initramfs(None))]
         append = f"{DEBUG_KERNEL_ARGS} {append}".strip()
+    elif kernel in ROOT_KERNELS:
+        rk = root_kernel(kernel)
+        guest_env["BDSNAP_MODDIR"] = str(rk.moddir)
+        boot = ["-M", "q35", "-kernel", str(rk.vmlinuz), "-initrd", str(initramfs(rk.moddir))]
+        append = f"{ROOT_KERNEL_ARGS} {append}".strip()
     else:
         kver = kver or default_kver()
-        boot = ["-kernel", str(vmlinux(kver)), "-initrd", str(initramfs(kver))]
+        boot = ["-kernel", str(vmlinux(kver)),
+                "-initrd", str(initramfs(Path("/lib/modules") / kver))]
     script = cmd if isinstance(cmd, str) else shlex.join(cmd)
     disks = [Path(p).resolve() for p in disks]
     for p in disks:
@@ -554,8 +643,10 @@ def main(argv=None) -> int:
     ap.add_argument("--append", default="", help="extra kernel command line")
     ap.add_argument("--quiet", action="store_true", help="do not stream CMD's output")
     ap.add_argument("--kernel", choices=KERNELS, default=None,
-                    help="debian (default) or debug: the KASAN/lockdep/kmemleak kernel built "
-                    "by tests/vm/debug_kernel.sh (default: $KERNEL, else debian)")
+                    help="debian: the host's Debian kernel (default); trixie, sid: the kernel "
+                    "of that release's root (tests/vm/kernel_root.sh); debug: the "
+                    "KASAN/lockdep/kmemleak kernel built by tests/vm/debug_kernel.sh "
+                    "(default: $KERNEL, else debian)")
     ap.add_argument("cmd", nargs="+", help="command run through /bin/sh in the guest")
     a = ap.parse_args(argv)
     # One argument is shell text ("make check && ..."); several are an argv.

@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Every kernel-version difference bdsnap.ko meets, behind a name that says
+ * what it does, so that the rest of the module reads as code of one kernel.
+ * Keyed on LINUX_VERSION_CODE at the upstream release that changed the API.
+ *
+ * Supported and tested: Debian 12 (6.1), Debian 13 (6.12), Debian sid (7.x);
+ * docs/kernels.md has the table.  Kernels between the series we test are
+ * accepted where the API is known; 6.5-6.8 (three short-lived ways of
+ * opening a block device) are refused at build time rather than guessed.
+ */
+#ifndef BDSNAP_COMPAT_H
+#define BDSNAP_COMPAT_H
+
+#include <linux/version.h>
+#include <linux/blkdev.h>
+#include <linux/fs.h>
+#include <linux/file.h>
+#include <linux/fs_context.h>
+#include <linux/mount.h>
+#include <linux/namei.h>
+
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
+#error "bdsnap needs Linux 6.1 or later"
+#endif
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0) && \
+	LINUX_VERSION_CODE < KERNEL_VERSION(6, 9, 0)
+#error "bdsnap does not support Linux 6.5-6.8 (see docs/kernels.md)"
+#endif
+
+/**
+ * struct bdsnap_bdev_ref - a block device held open for reading.
+ * @bdev: the device.
+ * @file: what closes it (6.9+: block devices are opened as files).
+ */
+struct bdsnap_bdev_ref {
+	struct block_device *bdev;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 9, 0)
+	struct file *file;
+#endif
+};
+
+static inline int bdsnap_bdev_open_read(dev_t dev, struct bdsnap_bdev_ref *ref)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 9, 0)
+	ref->file = bdev_file_open_by_dev(dev, BLK_OPEN_READ, NULL, NULL);
+	if (IS_ERR(ref->file))
+		return PTR_ERR(ref->file);
+	ref->bdev = file_bdev(ref->file);
+#else
+	ref->bdev = blkdev_get_by_dev(dev, FMODE_READ, NULL);
+	if (IS_ERR(ref->bdev))
+		return PTR_ERR(ref->bdev);
+#endif
+	return 0;
+}
+
+static inline void bdsnap_bdev_close(struct bdsnap_bdev_ref *ref)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 9, 0)
+	fput(ref->file);
+#else
+	blkdev_put(ref->bdev, FMODE_READ);
+#endif
+}
+
+/*
+ * Make directory @name with @mode, as mkdir(2) would for root.
+ * Return: 0, -EEXIST, or the lookup or file system's error.
+ */
+static inline int bdsnap_kern_mkdir(const char *name, umode_t mode)
+{
+	struct dentry *dentry;
+	struct path parent;
+	int ret;
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 18, 0)
+	dentry = start_creating_path(AT_FDCWD, name, &parent, LOOKUP_DIRECTORY);
+#else
+	dentry = kern_path_create(AT_FDCWD, name, &parent, LOOKUP_DIRECTORY);
+#endif
+	if (IS_ERR(dentry))
+		return PTR_ERR(dentry);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 19, 0)
+	dentry = vfs_mkdir(mnt_idmap(parent.mnt), d_inode(parent.dentry), dentry, mode, NULL);
+	ret = PTR_ERR_OR_ZERO(dentry);
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 15, 0)
+	dentry = vfs_mkdir(mnt_idmap(parent.mnt), d_inode(parent.dentry), dentry, mode);
+	ret = PTR_ERR_OR_ZERO(dentry);
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	ret = vfs_mkdir(mnt_idmap(parent.mnt), d_inode(parent.dentry), dentry, mode);
+#else
+	ret = vfs_mkdir(mnt_user_ns(parent.mnt), d_inode(parent.dentry), dentry, mode);
+#endif
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 18, 0)
+	end_creating_path(&parent, dentry);
+#else
+	done_path_create(&parent, dentry);
+#endif
+	return ret;
+}
+
+/* The fill_super of a file system mounted through the fs_context API. */
+typedef int (*bdsnap_fill_super_fc_t)(struct super_block *sb, struct fs_context *fc);
+
+/*
+ * Every block-device mount through the fs_context API ends up in one
+ * function: get_tree_bdev_flags() from 6.12 on (get_tree_bdev() calls it),
+ * get_tree_bdev() before.  BDSNAP_GET_TREE_BDEV names it for the hook;
+ * bdsnap_get_tree_bdev() calls it.  Before 6.12 the hooked function takes no
+ * @flags: the replacement's third argument is then a stale register, which
+ * this ignores.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+#define BDSNAP_GET_TREE_BDEV	get_tree_bdev_flags
+static inline int bdsnap_get_tree_bdev(struct fs_context *fc, bdsnap_fill_super_fc_t fill_super,
+				       unsigned int flags)
+{
+	return get_tree_bdev_flags(fc, fill_super, flags);
+}
+#else
+#define BDSNAP_GET_TREE_BDEV	get_tree_bdev
+static inline int bdsnap_get_tree_bdev(struct fs_context *fc, bdsnap_fill_super_fc_t fill_super,
+				       unsigned int flags)
+{
+	return get_tree_bdev(fc, fill_super);
+}
+#endif
+
+/*
+ * mount_bdev(), the legacy mount of block-device file systems (vfat, ext2
+ * on 6.1, ...), was removed in 7.0: mount_legacy.c hooks it where it exists.
+ */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(7, 0, 0)
+#define BDSNAP_HAVE_MOUNT_BDEV	1
+int bdsnap_mount_legacy_init(void);
+void bdsnap_mount_legacy_done(void);
+#else
+static inline int bdsnap_mount_legacy_init(void)
+{
+	return 0;
+}
+
+static inline void bdsnap_mount_legacy_done(void)
+{
+}
+#endif
+
+#endif /* BDSNAP_COMPAT_H */
