@@ -21,6 +21,7 @@
 struct block_device;
 struct file;
 struct file_system_type;
+struct pt_regs;
 struct page;
 struct bdsnap_bio_batch;
 
@@ -243,12 +244,16 @@ unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block);
  * @replacement: our function with the same prototype.
  * @may_sleep: the replacement sleeps, so it pins the module while it runs
  *	(it then calls bdsnap_hook_leave()).
+ * @divert: if set, decides in the ftrace callback (atomic context, the
+ *	hooked function's registers) whether this call goes to @replacement;
+ *	calls it declines run the original untouched.
  */
 struct bdsnap_hook {
 	struct ftrace_ops ops;
 	unsigned long target;
 	unsigned long replacement;
 	bool may_sleep;
+	bool (*divert)(struct pt_regs *regs);
 };
 
 int bdsnap_hook_install(struct bdsnap_hook *hook);

@@ -7,6 +7,12 @@
  * through: the module is built with -fno-optimize-sibling-calls, so such a
  * call is a real call and its return address is inside the module.
  *
+ * A hook whose decision cannot sleep makes it in the callback (->divert)
+ * and only then redirects, so that every call it lets through runs the
+ * original with no frame of ours on the stack: a task asleep in the original
+ * can outlive the module (synchronize_rcu_tasks() does not wait for a task
+ * sleeping voluntarily), a task in a replacement that never sleeps cannot.
+ *
  * Why ftrace and not a kprobe: the kprobe redirect on this kernel is itself
  * an ftrace-based kprobe, with extra rules (a dummy post-handler, no mixing
  * with other probe kinds at that address); ftrace IPMODIFY says what we mean
@@ -26,6 +32,8 @@ static void notrace bdsnap_hook_thunk(unsigned long ip, unsigned long parent_ip,
 	struct pt_regs *regs = ftrace_get_regs(fregs);
 
 	if (within_module(parent_ip, THIS_MODULE))
+		return;
+	if (hook->divert && !hook->divert(regs))
 		return;
 	/*
 	 * A sleeping replacement pins the module until bdsnap_hook_leave(), so

@@ -80,6 +80,7 @@ int bdsnap_store_check_dev(const char *dir, dev_t dev)
 
 	if (!buf)
 		return -ENOMEM;
+	/* the nearest existing ancestor, "/" included, holds what will be created */
 	for (;;) {
 		char *slash;
 
@@ -87,9 +88,9 @@ int bdsnap_store_check_dev(const char *dir, dev_t dev)
 		if (ret != -ENOENT)
 			break;
 		slash = strrchr(buf, '/');
-		if (!slash || slash == buf)
+		if (!slash || (slash == buf && !slash[1]))
 			break;
-		*slash = '\0';
+		slash[slash == buf] = '\0';
 	}
 	kfree(buf);
 	if (ret)

@@ -77,8 +77,14 @@ static void bdsnap_bio_range(struct bdsnap_session *s, struct bio *bio, u64 *fir
 	*last = min((sector + bio_sectors(bio) - 1) / BDSNAP_SECTORS_PER_BLOCK, end);
 }
 
-static bool bdsnap_bio_hold(struct bio *bio)
+/*
+ * The hook's decision, in the ftrace callback: atomic context, so it only
+ * queues.  Held bios are redirected to bdsnap_bio_held(), which returns at
+ * once; all others run submit_bio_noacct() with no frame of ours.
+ */
+static bool bdsnap_bio_hold(struct pt_regs *regs)
 {
+	struct bio *bio = (struct bio *)regs_get_kernel_argument(regs, 0);
 	struct bdsnap_session *s;
 	bool held = false;
 	unsigned long flags;
@@ -104,15 +110,15 @@ static bool bdsnap_bio_hold(struct bio *bio)
 	return held;
 }
 
-static void bdsnap_submit_bio_noacct(struct bio *bio)
+/* The held bio is the worker's now: submit_bio_noacct() returns at once. */
+static void bdsnap_bio_held(struct bio *bio)
 {
-	if (!bdsnap_bio_hold(bio))
-		submit_bio_noacct(bio);
 }
 
 static struct bdsnap_hook bdsnap_bio_hook = {
 	.target = (unsigned long)submit_bio_noacct,
-	.replacement = (unsigned long)bdsnap_submit_bio_noacct,
+	.replacement = (unsigned long)bdsnap_bio_held,
+	.divert = bdsnap_bio_hold,
 };
 
 static int bdsnap_u64_cmp(const void *a, const void *b)

@@ -149,9 +149,13 @@ class Module:
         self.params = {"password": PASSWORD, "auth_fail_delay_ms": 20, **params}
         args = " ".join(f"{k}={v}" for k, v in self.params.items())
         sh(f"insmod {MODULE} {args}")
+        self.loaded = True
 
     def unload(self):
-        sh("rmmod bdsnap")
+        """rmmod; a test may unload early, the fixture's teardown then has nothing to do."""
+        if self.loaded:
+            sh("rmmod bdsnap")
+            self.loaded = False
 
 
 @pytest.fixture
