@@ -156,7 +156,8 @@ void bdsnap_registry_lock(void);
 void bdsnap_registry_unlock(void);
 int bdsnap_registry_add(const char *path, u32 tracker, u32 flags);
 int bdsnap_registry_remove(const char *path);
-struct bdsnap_device *bdsnap_registry_match(dev_t dev);
+struct bdsnap_device *bdsnap_registry_match(dev_t dev, dev_t *tracked);
+bool bdsnap_registry_empty(void);
 int bdsnap_registry_list(struct bdsnap_dev_info *info, u32 capacity, u32 *count);
 void bdsnap_registry_done(void);
 
@@ -166,11 +167,15 @@ void bdsnap_registry_done(void);
  * @start: prepare a new session, before it becomes visible to the hooks.
  * @stop: the session is no longer visible to the hooks: hand every
  *	pre-image still in flight to the store.
+ * @accepts: whether a mount of file system @fstype of the device activated
+ *	as @path (of a partition of it if @partition) can be tracked exactly;
+ *	0, or -errno with one log line.  NULL: every mount can.
  */
 struct bdsnap_tracker_ops {
 	const char *name;
 	int (*start)(struct bdsnap_session *s);
 	void (*stop)(struct bdsnap_session *s);
+	int (*accepts)(const char *path, const char *fstype, bool partition);
 };
 
 extern const struct bdsnap_tracker_ops bdsnap_tracker_bio_ops;
@@ -181,6 +186,9 @@ extern const struct bdsnap_tracker_ops bdsnap_tracker_vfs_ops;
  * struct bdsnap_session - pre-images of one mount cycle.
  * @node: in the RCU list of open sessions, searched by the bio hook.
  * @device: the activated device this session belongs to.
+ * @claims: mounts in progress and super blocks writing through the
+ *	session (registry lock); the session ends when none is left.
+ * @sbs: the super blocks' claims (struct bdsnap_claim).
  * @ops: the tracker.
  * @bdev_ref: the mounted device, held open for reading pre-images.
  * @nr_bytes: device size at mount.
@@ -206,6 +214,8 @@ extern const struct bdsnap_tracker_ops bdsnap_tracker_vfs_ops;
 struct bdsnap_session {
 	struct list_head node;
 	struct bdsnap_device *device;
+	unsigned int claims;
+	struct list_head sbs;
 	const struct bdsnap_tracker_ops *ops;
 	struct bdsnap_bdev_ref bdev_ref;
 	u64 nr_bytes;
@@ -230,8 +240,12 @@ struct bdsnap_session {
 
 extern char *bdsnap_store_dir;
 
-int bdsnap_session_begin(dev_t dev, const char *fstype);
-void bdsnap_session_end(dev_t dev);
+struct bdsnap_claim;
+struct super_block;
+struct bdsnap_claim *bdsnap_session_claim(dev_t dev, const char *fstype);
+void bdsnap_session_release(struct bdsnap_claim *claim);
+void bdsnap_session_mounted(struct bdsnap_claim *claim, const struct super_block *sb);
+void bdsnap_session_sb_gone(const struct super_block *sb);
 struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
 					       const struct bdsnap_tracker_ops *ops);
 unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block);
@@ -263,8 +277,6 @@ void bdsnap_hook_leave(void);
 /* mount.c: sessions start at mount, end at unmount */
 int bdsnap_mount_init(void);
 void bdsnap_mount_done(void);
-int bdsnap_mount_begin(const char *name, struct file_system_type *type, dev_t *dev);
-void bdsnap_mount_failed(int started, dev_t dev);
 
 /* tracker_bio.c: V2, the block-layer tracker */
 int bdsnap_tracker_bio_init(void);

@@ -16,7 +16,6 @@
 #include <linux/blkdev.h>
 #include <linux/fs.h>
 #include <linux/file.h>
-#include <linux/fs_context.h>
 #include <linux/mount.h>
 #include <linux/namei.h>
 
@@ -99,51 +98,5 @@ static inline int bdsnap_kern_mkdir(const char *name, umode_t mode)
 #endif
 	return ret;
 }
-
-/* The fill_super of a file system mounted through the fs_context API. */
-typedef int (*bdsnap_fill_super_fc_t)(struct super_block *sb, struct fs_context *fc);
-
-/*
- * Every block-device mount through the fs_context API ends up in one
- * function: get_tree_bdev_flags() from 6.12 on (get_tree_bdev() calls it),
- * get_tree_bdev() before.  BDSNAP_GET_TREE_BDEV names it for the hook;
- * bdsnap_get_tree_bdev() calls it.  Before 6.12 the hooked function takes no
- * @flags: the replacement's third argument is then a stale register, which
- * this ignores.
- */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
-#define BDSNAP_GET_TREE_BDEV	get_tree_bdev_flags
-static inline int bdsnap_get_tree_bdev(struct fs_context *fc, bdsnap_fill_super_fc_t fill_super,
-				       unsigned int flags)
-{
-	return get_tree_bdev_flags(fc, fill_super, flags);
-}
-#else
-#define BDSNAP_GET_TREE_BDEV	get_tree_bdev
-static inline int bdsnap_get_tree_bdev(struct fs_context *fc, bdsnap_fill_super_fc_t fill_super,
-				       unsigned int flags)
-{
-	return get_tree_bdev(fc, fill_super);
-}
-#endif
-
-/*
- * mount_bdev(), the legacy mount of block-device file systems (vfat, ext2
- * on 6.1, ...), was removed in 7.0: mount_legacy.c hooks it where it exists.
- */
-#if LINUX_VERSION_CODE < KERNEL_VERSION(7, 0, 0)
-#define BDSNAP_HAVE_MOUNT_BDEV	1
-int bdsnap_mount_legacy_init(void);
-void bdsnap_mount_legacy_done(void);
-#else
-static inline int bdsnap_mount_legacy_init(void)
-{
-	return 0;
-}
-
-static inline void bdsnap_mount_legacy_done(void)
-{
-}
-#endif
 
 #endif /* BDSNAP_COMPAT_H */

@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Session boundaries.  A file system writes inside its mount call (ext4:
- * superblock, journal recovery), so a session must exist before the real
- * mount function runs: the function every block-device mount goes through
- * (get_tree_bdev_flags()/get_tree_bdev(), see compat.h; mount_bdev() in
- * mount_legacy.c where the kernel still has it) is redirected to a wrapper
- * that resolves the device, begins the session and then mounts.
- * kill_block_super() is the common end of every block-device file system;
- * once it returns the file system has written and synced its last block,
- * and the session ends.
+ * superblock, journal recovery), so a session must exist before its
+ * get_tree runs: vfs_get_tree(), which every mount of every kernel version
+ * goes through (mount(2), fsmount(2), kernel-internal mounts; the fs_context
+ * file systems, the legacy mount_bdev() ones and btrfs alike), is redirected
+ * to a wrapper that resolves the device, claims its session and then
+ * mounts.  A super block is gone once kill_block_super() (every block-device
+ * file system) or kill_anon_super() (btrfs and other multi-device ones)
+ * returns: its file system has written and synced its last block, and its
+ * claim on the session is dropped (session.c).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME "-mount: " fmt
 
@@ -17,56 +18,56 @@
 #include <linux/fs_context.h>
 #include <linux/blkdev.h>
 #include "bdsnap.h"
-#include "compat.h"
 
-/* Return: whether this call started a session for @name's device. */
-int bdsnap_mount_begin(const char *name, struct file_system_type *type, dev_t *dev)
+static int bdsnap_vfs_get_tree(struct fs_context *fc)
 {
-	if (!name || lookup_bdev(name, dev))
-		return 0;
-	return bdsnap_session_begin(*dev, type->name);
-}
+	struct bdsnap_claim *claim = NULL;
+	dev_t dev;
+	int ret;
 
-void bdsnap_mount_failed(int started, dev_t dev)
-{
-	/* a failed mount may have written (journal replay): keep what was saved */
-	if (started > 0)
-		bdsnap_session_end(dev);
-}
-
-static int bdsnap_get_tree(struct fs_context *fc, bdsnap_fill_super_fc_t fill_super,
-			   unsigned int flags)
-{
-	dev_t dev = 0;
-	int started = bdsnap_mount_begin(fc->source, fc->fs_type, &dev);
-	int ret = started;
-
-	if (started >= 0) {
-		ret = bdsnap_get_tree_bdev(fc, fill_super, flags);
-		if (ret)
-			bdsnap_mount_failed(started, dev);
+	if ((fc->fs_type->fs_flags & FS_REQUIRES_DEV) && fc->source &&
+	    !bdsnap_registry_empty() && !lookup_bdev(fc->source, &dev))
+		claim = bdsnap_session_claim(dev, fc->fs_type->name);
+	if (IS_ERR(claim)) {
+		ret = PTR_ERR(claim);
+		goto out;
 	}
+	ret = vfs_get_tree(fc);
+	if (claim && ret)
+		bdsnap_session_release(claim);
+	else if (claim)
+		bdsnap_session_mounted(claim, fc->root->d_sb);
+out:
 	bdsnap_hook_leave();
 	return ret;
 }
 
 static void bdsnap_kill_block_super(struct super_block *sb)
 {
-	dev_t dev = sb->s_bdev->bd_dev;
-
 	kill_block_super(sb);
-	bdsnap_session_end(dev);
+	bdsnap_session_sb_gone(sb);
+	bdsnap_hook_leave();
+}
+
+static void bdsnap_kill_anon_super(struct super_block *sb)
+{
+	kill_anon_super(sb);
+	bdsnap_session_sb_gone(sb);
 	bdsnap_hook_leave();
 }
 
 static struct bdsnap_hook bdsnap_mount_hooks[] = {
 	{
-		.target = (unsigned long)BDSNAP_GET_TREE_BDEV,
-		.replacement = (unsigned long)bdsnap_get_tree,
+		.target = (unsigned long)vfs_get_tree,
+		.replacement = (unsigned long)bdsnap_vfs_get_tree,
 		.may_sleep = true,
 	}, {
 		.target = (unsigned long)kill_block_super,
 		.replacement = (unsigned long)bdsnap_kill_block_super,
+		.may_sleep = true,
+	}, {
+		.target = (unsigned long)kill_anon_super,
+		.replacement = (unsigned long)bdsnap_kill_anon_super,
 		.may_sleep = true,
 	},
 };
@@ -80,9 +81,6 @@ int bdsnap_mount_init(void)
 		if (ret)
 			goto fail;
 	}
-	ret = bdsnap_mount_legacy_init();
-	if (ret)
-		goto fail;
 	return 0;
 fail:
 	while (--i >= 0)
@@ -94,7 +92,6 @@ void bdsnap_mount_done(void)
 {
 	int i;
 
-	bdsnap_mount_legacy_done();
 	for (i = ARRAY_SIZE(bdsnap_mount_hooks) - 1; i >= 0; i--)
 		bdsnap_hook_remove(&bdsnap_mount_hooks[i]);
 }

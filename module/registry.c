@@ -132,25 +132,63 @@ out:
 	return ret;
 }
 
-/**
- * bdsnap_registry_match() - the activated device a mounted device stands for.
- * @dev: the device being mounted.
- *
- * Context: registry lock held; may sleep.
- * Return: the entry or NULL.
- */
-struct bdsnap_device *bdsnap_registry_match(dev_t dev)
+/* The loop backing file, or the device itself. */
+static struct bdsnap_device *bdsnap_registry_match_dev(dev_t dev)
 {
 	struct bdsnap_key key = { .type = BDSNAP_KEY_BDEV, .dev = dev };
 	struct bdsnap_device *d;
 
-	lockdep_assert_held(&bdsnap_registry.lock);
 	d = bdsnap_registry_find(&key);
 	if (d || MAJOR(dev) != LOOP_MAJOR)
 		return d;
 	if (bdsnap_loop_backing_key(dev, &key))
 		return NULL;
 	return bdsnap_registry_find(&key);
+}
+
+/* The whole disk of a partition; @dev itself for a whole disk or on error. */
+static dev_t bdsnap_whole_dev(dev_t dev)
+{
+	struct bdsnap_bdev_ref ref;
+	dev_t whole = dev;
+
+	if (!bdsnap_bdev_open_read(dev, &ref)) {
+		whole = bdev_whole(ref.bdev)->bd_dev;
+		bdsnap_bdev_close(&ref);
+	}
+	return whole;
+}
+
+/**
+ * bdsnap_registry_match() - the activated device a mounted device stands for.
+ * @dev: the device being mounted.
+ * @tracked: out: the device a session reads and restores: @dev, or the
+ *	whole disk when @dev is a partition of an activated disk.
+ *
+ * Context: registry lock held; may sleep.
+ * Return: the entry or NULL.
+ */
+struct bdsnap_device *bdsnap_registry_match(dev_t dev, dev_t *tracked)
+{
+	struct bdsnap_device *d;
+	dev_t whole;
+
+	lockdep_assert_held(&bdsnap_registry.lock);
+	*tracked = dev;
+	d = bdsnap_registry_match_dev(dev);
+	if (d)
+		return d;
+	whole = bdsnap_whole_dev(dev);
+	if (whole == dev)
+		return NULL;
+	*tracked = whole;
+	return bdsnap_registry_match_dev(whole);
+}
+
+/* Whether no device is activated: lets every mount skip the registry. */
+bool bdsnap_registry_empty(void)
+{
+	return !READ_ONCE(bdsnap_registry.count);
 }
 
 /**
@@ -199,7 +237,7 @@ int bdsnap_registry_add(const char *path, u32 tracker, u32 flags)
 		ret = -ENOSPC;
 	if (!ret) {
 		list_add_tail(&d->node, &bdsnap_registry.devices);
-		bdsnap_registry.count++;
+		WRITE_ONCE(bdsnap_registry.count, bdsnap_registry.count + 1);
 	}
 	bdsnap_registry_unlock();
 	if (ret) {
@@ -214,7 +252,7 @@ int bdsnap_registry_add(const char *path, u32 tracker, u32 flags)
 static void bdsnap_device_free(struct bdsnap_device *d)
 {
 	list_del(&d->node);
-	bdsnap_registry.count--;
+	WRITE_ONCE(bdsnap_registry.count, bdsnap_registry.count - 1);
 	kfree(d->path);
 	kfree(d);
 }

@@ -5,13 +5,27 @@
  * after the file system's last write at unmount, once every pre-image is in
  * the store.
  *
+ * A session belongs to the super blocks that write through it, not to one
+ * mount call.  Every mount of the device takes a claim on the open session
+ * (creating it if there is none) before the file system runs; when the mount
+ * succeeds with a super block the session does not have yet, the claim
+ * becomes that super block's, otherwise it is dropped.  The kill of a super
+ * block drops its claim.  The session ends when no claim is left, so a mount
+ * that races the unmount of the previous super block (the new one is
+ * created once the old one is dead) keeps the session open for its writes:
+ *
+ *   mount A: claim (1) -> sb A (1)      umount A: kill sb A ... (1 -> 0: end)
+ *   mount B during that kill: claim (2), waits for sb A to die, sb B (2)
+ *   kill sb A done (1), ... umount B: kill sb B (0): end
+ *
  * Open sessions are on an RCU list that the bio hook searches without locks;
- * the registry mutex serialises begin and end.
+ * the registry mutex serialises claims and ends.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME "-session: " fmt
 
 #include <linux/module.h>
 #include <linux/blkdev.h>
+#include <linux/fs.h>
 #include <linux/rculist.h>
 #include <linux/slab.h>
 #include <linux/time64.h>
@@ -22,6 +36,18 @@ module_param_named(store_dir, bdsnap_store_dir, charp, 0444);
 MODULE_PARM_DESC(store_dir, "Directory that receives session directories (default /snapshot)");
 
 static LIST_HEAD(bdsnap_sessions);
+
+/**
+ * struct bdsnap_claim - one mount's hold on a session, then its super block's.
+ * @node: in bdsnap_session.sbs once the mount succeeded with a new super block.
+ * @session: the session held.
+ * @sb: that super block; compared, never dereferenced.
+ */
+struct bdsnap_claim {
+	struct list_head node;
+	struct bdsnap_session *session;
+	const struct super_block *sb;
+};
 
 /**
  * bdsnap_session_find_rcu() - the open session of a block device.
@@ -56,15 +82,6 @@ static const struct bdsnap_tracker_ops *bdsnap_tracker_ops(u32 tracker)
 	return tracker == BDSNAP_TRACKER_VFS ? &bdsnap_tracker_vfs_ops : &bdsnap_tracker_bio_ops;
 }
 
-/*
- * V1 sees only what goes through vfs_write and buffer heads: it is exact
- * only on a file system that modifies blocks nowhere else.
- */
-static bool bdsnap_vfs_tracks_exactly(const char *fstype)
-{
-	return fstype && !strcmp(fstype, "singlefilefs");
-}
-
 static char *bdsnap_session_dir(struct bdsnap_session *s)
 {
 	struct timespec64 ts;
@@ -95,6 +112,7 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 	s->device = d;
 	s->ops = bdsnap_tracker_ops(d->tracker);
 	s->ordered = info.ordered;
+	INIT_LIST_HEAD(&s->sbs);
 	bdsnap_blockmap_init(&s->map);
 	spin_lock_init(&s->held_lock);
 	bio_list_init(&s->held);
@@ -138,49 +156,58 @@ fail_free:
 	return ERR_PTR(ret);
 }
 
+/* A second loop device over the same image would change it behind @s's back. */
+static int bdsnap_session_may_join(struct bdsnap_session *s, dev_t dev, dev_t tracked)
+{
+	if (s->bdev_ref.bdev->bd_dev == tracked)
+		return 0;
+	pr_err("%s: device %u:%u: already mounted through %s in session %s: mount refused\n",
+	       s->device->path, MAJOR(dev), MINOR(dev), s->devname, s->dirname);
+	return -EBUSY;
+}
+
 /**
- * bdsnap_session_begin() - start a session if @dev is activated.
- * @dev: the device being mounted.
+ * bdsnap_session_claim() - take a claim on the session of @dev's device.
+ * @dev: the device being mounted (maybe a partition of the activated one).
  * @fstype: the file system type being mounted.
  *
+ * Starts the session if the device is activated and has none.  The caller
+ * passes the claim on with bdsnap_session_mounted() or drops it with
+ * bdsnap_session_release().
+ *
  * Context: process, in the mount path, before the file system writes.
- * Return: 1 when a session was started, 0 when none is needed (not
- * activated, or already mounted), -errno when the mount must fail because
- * its snapshot could not be set up: -EOPNOTSUPP when the device's tracker
- * cannot track this file system exactly, -EBUSY when the device is open in
- * a session through another block device (a second loop device over the
- * same image), or the store's error.
+ * Return: the claim; NULL when the device is not activated; an ERR_PTR when
+ * the mount must fail because its snapshot could not be set up: -EOPNOTSUPP
+ * when the device's tracker cannot track this mount exactly, -EBUSY when the
+ * device is open in a session through another block device (a second loop
+ * device over the same image), -ENOMEM, or the store's error.
  */
-int bdsnap_session_begin(dev_t dev, const char *fstype)
+struct bdsnap_claim *bdsnap_session_claim(dev_t dev, const char *fstype)
 {
+	const struct bdsnap_tracker_ops *ops;
+	struct bdsnap_claim *claim;
 	struct bdsnap_session *s;
 	struct bdsnap_device *d;
+	dev_t tracked;
 	int ret = 0;
 
+	claim = kzalloc(sizeof(*claim), GFP_KERNEL);
+	if (!claim)
+		return ERR_PTR(-ENOMEM);
 	bdsnap_registry_lock();
-	d = bdsnap_registry_match(dev);
+	d = bdsnap_registry_match(dev, &tracked);
 	if (!d)
 		goto out;
-	if (d->session) {
-		/*
-		 * A second loop device over the same image would change the
-		 * image behind the open session's back.
-		 */
-		if (d->session->bdev_ref.bdev->bd_dev != dev) {
-			ret = -EBUSY;
-			pr_err("%s: device %u:%u: already mounted through %s in session %s: mount refused\n",
-			       d->path, MAJOR(dev), MINOR(dev), d->session->devname,
-			       d->session->dirname);
-		}
+	ops = bdsnap_tracker_ops(d->tracker);
+	ret = ops->accepts ? ops->accepts(d->path, fstype, dev != tracked) : 0;
+	if (ret)
+		goto out;
+	s = d->session;
+	if (s) {
+		ret = bdsnap_session_may_join(s, dev, tracked);
 		goto out;
 	}
-	if (d->tracker == BDSNAP_TRACKER_VFS && !bdsnap_vfs_tracks_exactly(fstype)) {
-		ret = -EOPNOTSUPP;
-		pr_err("%s: the vfs tracker cannot track %s exactly: mount refused (activate with the bio tracker)\n",
-		       d->path, fstype);
-		goto out;
-	}
-	s = bdsnap_session_create(d, dev);
+	s = bdsnap_session_create(d, tracked);
 	if (IS_ERR(s)) {
 		ret = PTR_ERR(s);
 		pr_err("%s: cannot start a session in %s (error %d): mount refused\n",
@@ -193,36 +220,32 @@ int bdsnap_session_begin(dev_t dev, const char *fstype)
 	d->nr_sessions++;
 	list_add_tail_rcu(&s->node, &bdsnap_sessions);
 	pr_info("%s: session %s started\n", d->path, s->dirname);
-	ret = 1;
 out:
-	bdsnap_registry_unlock();
-	return ret;
-}
-
-/**
- * bdsnap_session_end() - end the open session of @dev, if any.
- * @dev: the device whose file system is gone.
- *
- * Context: process; the file system has written its last block.
- */
-void bdsnap_session_end(dev_t dev)
-{
-	struct bdsnap_session *s, *found = NULL;
-	int error;
-
-	bdsnap_registry_lock();
-	list_for_each_entry(s, &bdsnap_sessions, node) {
-		if (s->bdev_ref.bdev->bd_dev == dev) {
-			found = s;
-			list_del_rcu(&s->node);
-			s->device->session = NULL;
-			break;
-		}
+	if (d && !ret) {
+		s->claims++;
+		claim->session = s;
 	}
 	bdsnap_registry_unlock();
-	if (!found)
-		return;
-	s = found;
+	if (claim->session)
+		return claim;
+	kfree(claim);
+	return ret ? ERR_PTR(ret) : NULL;
+}
+
+/* Drop a claim; the last one unpublishes the session for bdsnap_session_end(). */
+static bool bdsnap_session_put_locked(struct bdsnap_session *s)
+{
+	if (--s->claims)
+		return false;
+	list_del_rcu(&s->node);
+	s->device->session = NULL;
+	return true;
+}
+
+/* Context: process; the session is unpublished, its last writer is gone. */
+static void bdsnap_session_end(struct bdsnap_session *s)
+{
+	int error;
 
 	/* after this no bio hook can see the session: only held bios remain */
 	synchronize_rcu();
@@ -235,4 +258,85 @@ void bdsnap_session_end(dev_t dev)
 	bdsnap_bdev_close(&s->bdev_ref);
 	kfree(s);
 	module_put(THIS_MODULE);
+}
+
+/* Drop @claim, which the caller has taken off any list. */
+static void bdsnap_claim_drop(struct bdsnap_claim *claim)
+{
+	struct bdsnap_session *s = claim->session;
+	bool last;
+
+	bdsnap_registry_lock();
+	if (claim->sb)
+		list_del(&claim->node);
+	last = bdsnap_session_put_locked(s);
+	bdsnap_registry_unlock();
+	kfree(claim);
+	if (last)
+		bdsnap_session_end(s);
+}
+
+/**
+ * bdsnap_session_release() - drop a claim whose mount failed.
+ * @claim: from bdsnap_session_claim().
+ *
+ * A failed mount may have written (journal replay): what was saved is kept,
+ * and the session ends if nothing else writes through it.
+ */
+void bdsnap_session_release(struct bdsnap_claim *claim)
+{
+	bdsnap_claim_drop(claim);
+}
+
+/**
+ * bdsnap_session_mounted() - the claimed mount succeeded with @sb.
+ * @claim: from bdsnap_session_claim().
+ * @sb: the mount's super block, new or one the session already serves.
+ */
+void bdsnap_session_mounted(struct bdsnap_claim *claim, const struct super_block *sb)
+{
+	struct bdsnap_session *s = claim->session;
+	struct bdsnap_claim *other;
+	bool known = false;
+
+	bdsnap_registry_lock();
+	list_for_each_entry(other, &s->sbs, node)
+		known |= other->sb == sb;
+	if (!known) {
+		claim->sb = sb;
+		list_add_tail(&claim->node, &s->sbs);
+	}
+	bdsnap_registry_unlock();
+	/* a bind mount, or a mount of a device already mounted: sb has its claim */
+	if (known)
+		bdsnap_claim_drop(claim);
+}
+
+/**
+ * bdsnap_session_sb_gone() - a super block was killed.
+ * @sb: the super block; its file system has written its last block.
+ *
+ * Ends the session the super block wrote through once nothing else does.
+ */
+void bdsnap_session_sb_gone(const struct super_block *sb)
+{
+	struct bdsnap_claim *claim, *found = NULL;
+	struct bdsnap_session *s;
+
+	if (list_empty(&bdsnap_sessions))
+		return;
+	bdsnap_registry_lock();
+	list_for_each_entry(s, &bdsnap_sessions, node) {
+		list_for_each_entry(claim, &s->sbs, node) {
+			if (claim->sb == sb) {
+				found = claim;
+				break;
+			}
+		}
+		if (found)
+			break;
+	}
+	bdsnap_registry_unlock();
+	if (found)
+		bdsnap_claim_drop(found);
 }

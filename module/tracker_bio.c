@@ -61,20 +61,33 @@ static bool bdsnap_bio_changes_data(const struct bio *bio)
 }
 
 /*
- * The blocks of the device a bio touches; a sub-block write touches the
- * whole block.  We see bios before the block layer's end-of-device check:
- * blocks past the end hold nothing to save (the write will be failed).
+ * The blocks of the session's device a bio touches; a sub-block write
+ * touches the whole block.  The bio may be for a partition of that device
+ * (its sector is then relative to the partition, unless the block layer
+ * already remapped it: split remainders come back with BIO_REMAPPED and a
+ * whole-disk sector).  We see bios before the block layer's end-of-device
+ * check: blocks past the end hold nothing to save (the write will be failed).
  */
 static void bdsnap_bio_range(struct bdsnap_session *s, struct bio *bio, u64 *first, u64 *last)
 {
 	sector_t sector = bio->bi_iter.bi_sector;
 	u64 end = s->nr_bytes ? (s->nr_bytes - 1) / BDSNAP_BLOCK_SIZE : 0;
 
-	/* split remainders come back already remapped to the whole disk */
-	if (bio_flagged(bio, BIO_REMAPPED))
-		sector -= bio->bi_bdev->bd_start_sect;
+	if (!bio_flagged(bio, BIO_REMAPPED))
+		sector += bio->bi_bdev->bd_start_sect;
+	sector -= s->bdev_ref.bdev->bd_start_sect;
 	*first = sector / BDSNAP_SECTORS_PER_BLOCK;
 	*last = min((sector + bio_sectors(bio) - 1) / BDSNAP_SECTORS_PER_BLOCK, end);
+}
+
+/* The session tracking the device of @bdev: its own, or its whole disk's. */
+static struct bdsnap_session *bdsnap_bio_session_rcu(struct block_device *bdev)
+{
+	struct bdsnap_session *s = bdsnap_session_find_rcu(bdev, &bdsnap_tracker_bio_ops);
+
+	if (!s && bdev_is_partition(bdev))
+		s = bdsnap_session_find_rcu(bdev_whole(bdev), &bdsnap_tracker_bio_ops);
+	return s;
 }
 
 /*
@@ -93,7 +106,7 @@ static bool bdsnap_bio_hold(struct pt_regs *regs)
 	if (!bdsnap_bio_changes_data(bio))
 		return false;
 	rcu_read_lock();
-	s = bdsnap_session_find_rcu(bio->bi_bdev, &bdsnap_tracker_bio_ops);
+	s = bdsnap_bio_session_rcu(bio->bi_bdev);
 	/* a failed non-ordered session lets writes through untracked */
 	if (s && !(READ_ONCE(s->failed) && !s->ordered)) {
 		bdsnap_bio_range(s, bio, &first, &last);

@@ -290,8 +290,30 @@ static void bdsnap_tracker_vfs_stop(struct bdsnap_session *s)
 	bdsnap_vfs_work(&s->vfs_work);
 }
 
+/*
+ * V1 sees only what goes through vfs_write and buffer heads: it is exact
+ * only on a file system that modifies blocks nowhere else, and its block
+ * numbers are those of the device mounted, so it tracks the activated device
+ * itself, not a partition of it.
+ */
+static int bdsnap_tracker_vfs_accepts(const char *path, const char *fstype, bool partition)
+{
+	if (!fstype || strcmp(fstype, "singlefilefs")) {
+		pr_err("%s: the vfs tracker cannot track %s exactly: mount refused (activate with the bio tracker)\n",
+		       path, fstype);
+		return -EOPNOTSUPP;
+	}
+	if (partition) {
+		pr_err("%s: the vfs tracker cannot track a partition of it: mount refused (activate the partition, or use the bio tracker)\n",
+		       path);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
 const struct bdsnap_tracker_ops bdsnap_tracker_vfs_ops = {
 	.name = "vfs",
+	.accepts = bdsnap_tracker_vfs_accepts,
 	.start = bdsnap_tracker_vfs_start,
 	.stop = bdsnap_tracker_vfs_stop,
 };

@@ -73,3 +73,68 @@ def test_rmmod_under_io_never_returns_into_freed_text(load_bdsnap, guest):
             assert fio.wait(timeout=120) == 0
     finally:
         sh("rmmod null_blk")
+
+
+def test_mount_racing_umount_keeps_its_writes_tracked(bdsnap, make_disk):
+    """Before: a mount of the device while the previous super block was still
+    being killed (umount writing back) joined the old session, whose end then
+    left the new mount's writes untracked: restoring every session newest
+    first did not give back the original image."""
+    disk = make_disk(size_mb=256).mkfs_ext4()
+    before = sha256(disk.image)
+    disk.activate()
+    disk.attach()
+    seen = set(sessions())
+    a = disk.mount(mnt="/mnt/race-a")
+    write_random(a / "big", 128 << 20)  # dirty: the umount writes it back
+    umount = subprocess.Popen(["umount", str(a)])
+    # The mount leaves the namespace before its super block is killed.
+    while str(a) in Path("/proc/mounts").read_text():
+        time.sleep(0.05)
+    b = Path("/mnt/race-b")
+    b.mkdir(parents=True, exist_ok=True)
+    raced = umount.poll() is None
+    sh(f"mount -t ext4 {disk.loop} {b}")
+    write_random(b / "after", 4 << 20)
+    sh(f"umount {b}")
+    assert umount.wait() == 0
+    disk.mnt = None
+    print(f"second mount started while the first umount ran: {raced}")
+    assert raced, "the umount finished before the second mount: the race was not run"
+    new = [s for s in sessions() if s not in seen]
+    assert new and all(meta(s)["state"] == "complete" for s in new), new
+    disk.detach()
+    for s in reversed(new):
+        restore(s, disk.image)
+    assert sha256(disk.image) == before
+
+
+@pytest.mark.parametrize("by", ["image", "loop"])
+def test_partitions_of_an_activated_disk_are_tracked(bdsnap, make_disk, by):
+    """Before: activating a disk (loop0, or its image) and mounting loop0p1
+    mounted with no session and no error (matching was by exact device)."""
+    disk = make_disk(size_mb=128)
+    sh(f"printf 'label: dos\\nstart=2048, size=100000\\nstart=104448\\n' | sfdisk -q {disk.image}")
+    loop = disk.attach(partscan=True)
+    for p in ("p1", "p2"):
+        sh(f"mkfs.ext4 -q -E lazy_itable_init=0,lazy_journal_init=0 {loop}{p}")
+    before = sha256(disk.image)
+    disk.activate(disk.image if by == "image" else loop)
+    seen = set(sessions())
+    mounts = []
+    for p in ("p1", "p2"):
+        mnt = Path(f"/mnt/part-{p}")
+        mnt.mkdir(parents=True, exist_ok=True)
+        sh(f"mount -t ext4 {loop}{p} {mnt}")
+        mounts.append(mnt)
+        write_random(mnt / "f", 3 << 20)
+    for mnt in mounts:
+        sh(f"umount {mnt}")
+    (session,) = [s for s in sessions() if s not in seen]
+    info = meta(session)
+    assert info["state"] == "complete" and info["devname"] == Path(loop).name, info
+    disk.deactivate()
+    disk.detach()
+    assert sha256(disk.image) != before
+    restore(session, disk.image)
+    assert sha256(disk.image) == before
