@@ -70,6 +70,7 @@ struct bdsnap_store_info {
  * struct bdsnap_store - writer of one session directory.
  * @blocks: the "blocks" log, appended at @pos.
  * @writeback_pos: @pos when writeback of @blocks was last started.
+ * @reserved: @blocks has space allocated up to here (fallocate).
  * @meta: the "meta" file, appended at @meta_pos.
  * @lock: protects @queue, @queued, @error.
  * @queue: pre-images (struct bdsnap_preimage) waiting to be written.
@@ -96,6 +97,7 @@ struct bdsnap_store {
 	struct file *meta;
 	loff_t pos;
 	loff_t writeback_pos;
+	loff_t reserved;
 	loff_t meta_pos;
 	spinlock_t lock;
 	struct list_head queue;

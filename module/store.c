@@ -11,6 +11,7 @@
 #include <linux/module.h>
 #include <linux/fs.h>
 #include <linux/file.h>
+#include <linux/falloc.h>
 #include <linux/namei.h>
 #include <linux/mount.h>
 #include <linux/slab.h>
@@ -30,6 +31,10 @@ MODULE_PARM_DESC(store_queue_max,
 		 "Pre-images (4 KiB each) queued in memory per session before writers wait (64..262144, default 4096)");
 
 #define BDSNAP_STORE_BUF_SIZE	(256 * 1024)
+/* the log's space is reserved in steps of this much (a small store still fills) */
+#define BDSNAP_STORE_RESERVE_BYTES	(64 * 1024)
+/* room reserved for meta: its whole text, start and end lines, fits */
+#define BDSNAP_META_RESERVE_BYTES	4096
 #define BDSNAP_STORE_WRITEBACK_BYTES	(4 << 20)
 /* a record never needs more than its header and a raw block */
 #define BDSNAP_RECORD_MAX	(sizeof(struct bdsnap_record) + BDSNAP_BLOCK_SIZE)
@@ -126,6 +131,21 @@ static struct file *bdsnap_store_create(const char *dir, const char *name)
 	return file;
 }
 
+/*
+ * Reserve [start, end) of @file beyond its size (KEEP_SIZE: readers still
+ * find the log's end at the file size).  A write into reserved space never
+ * fails for lack of it, so a full store is seen here, between two appends,
+ * and never as a write cut short inside a record: a short write at ENOSPC
+ * was seen to leave a record's data wrong on 7.2's ext4.
+ * Return: 0 (also when the file system cannot reserve), or -ENOSPC and the like.
+ */
+static int bdsnap_store_reserve(struct file *file, loff_t start, loff_t end)
+{
+	int ret = vfs_fallocate(file, FALLOC_FL_KEEP_SIZE, start, end - start);
+
+	return ret == -EOPNOTSUPP ? 0 : ret;
+}
+
 static int bdsnap_store_write(struct file *file, const void *buf, size_t len, loff_t *pos)
 {
 	ssize_t ret = kernel_write(file, buf, len, pos);
@@ -210,6 +230,17 @@ static void bdsnap_store_flush_buf(struct bdsnap_store *st)
 
 	if (!st->buf_len)
 		return;
+	if (st->pos + st->buf_len > st->reserved) {
+		loff_t end = round_up(st->pos + st->buf_len, BDSNAP_STORE_RESERVE_BYTES);
+
+		ret = bdsnap_store_reserve(st->blocks, st->reserved, end);
+		if (ret) {
+			st->buf_len = 0;
+			bdsnap_store_fail(st, ret);
+			return;
+		}
+		st->reserved = end;
+	}
 	ret = bdsnap_store_write(st->blocks, st->buf, st->buf_len, &st->pos);
 	st->buf_len = 0;
 	if (ret) {
@@ -400,6 +431,10 @@ int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 		ret = PTR_ERR(st->meta);
 		goto fail_blocks;
 	}
+	/* the end of the session is recorded even when the store fills up */
+	ret = bdsnap_store_reserve(st->meta, 0, BDSNAP_META_RESERVE_BYTES);
+	if (ret)
+		goto fail_meta;
 	ret = bdsnap_store_start(st, info);
 	if (ret)
 		goto fail_meta;
@@ -532,6 +567,10 @@ void bdsnap_store_close(struct bdsnap_store *st, int error)
 			  st->error ? "incomplete:" : "complete",
 			  st->error ? bdsnap_store_reason(st->error) : "");
 	vfs_fsync(st->meta, 0);
+	/* give back the space reserved beyond the log's end */
+	if (st->reserved > st->pos)
+		vfs_fallocate(st->blocks, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st->pos,
+			      st->reserved - st->pos);
 	fput(st->meta);
 	fput(st->blocks);
 	bdsnap_deflate_done(&st->z);

@@ -196,6 +196,11 @@ static int usctm_free_get(char *buf, const struct kernel_param *kp)
 			 usctm_free_first, usctm_free_last);
 }
 
+static int usctm_nr_syscalls_get(char *buf, const struct kernel_param *kp)
+{
+	return scnprintf(buf, PAGE_SIZE, "%u\n", NR_syscalls);
+}
+
 static const struct kernel_param_ops usctm_method_ops = {
 	.set = usctm_param_set_ro,
 	.get = usctm_method_get,
@@ -211,6 +216,11 @@ static const struct kernel_param_ops usctm_free_ops = {
 	.get = usctm_free_get,
 };
 
+static const struct kernel_param_ops usctm_nr_syscalls_ops = {
+	.set = usctm_param_set_ro,
+	.get = usctm_nr_syscalls_get,
+};
+
 /* "kprobe" (x64_sys_call kernels) or "table"; chosen at load time. */
 module_param_cb(method, &usctm_method_ops, NULL, 0444);
 MODULE_PARM_DESC(method, "Dispatch method in use: kprobe or table (read-only)");
@@ -222,6 +232,10 @@ MODULE_PARM_DESC(slots, "Installed system call numbers (read-only)");
 /* The usable range, "first-last". */
 module_param_cb(free, &usctm_free_ops, NULL, 0444);
 MODULE_PARM_DESC(free, "Range of system call numbers usctm hands out (read-only)");
+
+/* Numbers from this one on never reach a handler: the kernel answers ENOSYS itself. */
+module_param_cb(nr_syscalls, &usctm_nr_syscalls_ops, NULL, 0444);
+MODULE_PARM_DESC(nr_syscalls, "NR_syscalls of this kernel (read-only)");
 
 static int __init usctm_init(void)
 {

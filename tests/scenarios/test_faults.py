@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI, STORE, meta, sessions, sh, sha256, uapi
+from conftest import CLI, STORE, Disk, meta, sessions, sh, sha256, uapi
 
 pytestmark = pytest.mark.ext4
 
@@ -202,6 +202,43 @@ def assert_one_log_line(mark, session, devname, *scrub):
         "\n".join(lines)
     assert session.name in lines[0] or devname in lines[0], f"names no session: {lines[0]}"
     assert "incomplete" in lines[0], lines[0]
+
+
+def test_full_store_records_the_end_when_meta_needs_room(small_store, load_bdsnap, guest,
+                                                        tmp_path):
+    """Before: when the store filled up and the end of meta needed a new block
+    of the store (here a long image path on a 1 KiB-block store), the final
+    meta lines were lost and the session stayed "open" instead of
+    "incomplete:ENOSPC". meta's room is reserved when the session starts."""
+    load_bdsnap()
+    deep = tmp_path / ("d" * 240) / ("e" * 240) / ("f" * 240)
+    deep.mkdir(parents=True)
+    disk = Disk(deep / "tracked.img", 64)
+    try:
+        disk.mkfs_ext4("-b", str(BLOCK))
+        disk.attach()
+        mnt = disk.mount()
+        (mnt / "data").write_bytes(os.urandom(16 << 20))  # old content that does not compress
+        disk.umount()
+        disk.activate()
+        seen = set(sessions())
+        mnt = disk.mount()
+        (session,) = new_sessions(seen)
+        # the end lines (~140 bytes) must need a second 1 KiB block of the store
+        assert 900 < len((session / "meta").read_text()) < 1024, "meta does not cross a block"
+        # fill the store to its last block (root may use the reserved ones)
+        sh(f"dd if=/dev/zero of={small_store}/filler bs=1k status=none", check=False)
+        assert "No space" in sh(f"dd if=/dev/zero of={small_store}/filler2 bs=1k count=1 status=none",
+                                check=False).stdout
+        with open(mnt / "data", "r+b") as f:
+            for _ in range(16):
+                f.write(os.urandom(1 << 20))
+                f.flush()
+                os.fsync(f.fileno())
+        disk.umount()
+        assert meta(session)["state"] == "incomplete:ENOSPC", meta(session)
+    finally:
+        disk.cleanup()
 
 
 def test_full_store_ordered_fails_unsaved_writes_with_eio(small_store, load_bdsnap, make_disk):
