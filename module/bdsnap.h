@@ -15,6 +15,7 @@
 #include <linux/xarray.h>
 #include <linux/ftrace.h>
 #include <linux/llist.h>
+#include <linux/mutex.h>
 #include <uapi/bdsnap.h>
 #include "compat.h"
 
@@ -44,6 +45,8 @@ void bdsnap_blockmap_destroy(struct bdsnap_blockmap *map);
 u64 bdsnap_blockmap_next_clear(struct bdsnap_blockmap *map, u64 first, u64 last);
 bool bdsnap_blockmap_all_set(struct bdsnap_blockmap *map, u64 first, u64 last);
 int bdsnap_blockmap_set(struct bdsnap_blockmap *map, u64 block, gfp_t gfp);
+u64 bdsnap_blockmap_next_set(struct bdsnap_blockmap *map, u64 first);
+u64 bdsnap_blockmap_weight(struct bdsnap_blockmap *map);
 
 /* compress.c */
 struct bdsnap_deflate {
@@ -64,6 +67,8 @@ struct bdsnap_store_info {
 	u64 device_size;
 	const char *tracker;
 	bool ordered;
+	dev_t image_dev;	/* an activated image file: its file system */
+	unsigned long image_ino;	/* ... and inode; 0 for a block device */
 };
 
 /**
@@ -72,6 +77,7 @@ struct bdsnap_store_info {
  * @writeback_pos: @pos when writeback of @blocks was last started.
  * @reserved: @blocks has space allocated up to here (fallocate).
  * @meta: the "meta" file, appended at @meta_pos.
+ * @meta_lock: serialises appends to @meta.
  * @lock: protects @queue, @queued, @error.
  * @queue: pre-images (struct bdsnap_preimage) waiting to be written.
  * @queued: number of entries on @queue.
@@ -99,6 +105,7 @@ struct bdsnap_store {
 	loff_t writeback_pos;
 	loff_t reserved;
 	loff_t meta_pos;
+	struct mutex meta_lock;
 	spinlock_t lock;
 	struct list_head queue;
 	unsigned int queued;
@@ -125,6 +132,7 @@ int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
 		     unsigned int len, u64 *seq);
 int bdsnap_store_wait_durable(struct bdsnap_store *st, u64 seq);
 void bdsnap_store_close(struct bdsnap_store *st, int error);
+__printf(2, 3) int bdsnap_store_note(struct bdsnap_store *st, const char *fmt, ...);
 unsigned int bdsnap_store_queued(struct bdsnap_store *st);
 int bdsnap_store_mkdir(const char *path);
 int bdsnap_store_check_dev(const char *dir, dev_t dev);
@@ -251,6 +259,9 @@ void bdsnap_session_sb_gone(const struct super_block *sb);
 struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
 					       const struct bdsnap_tracker_ops *ops);
 unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block);
+
+/* fingerprint.c: what the device holds at a session's end */
+int bdsnap_fingerprint(struct bdsnap_session *s, unsigned int *nr_sample, u8 *digest);
 
 /* hook.c: redirect a kernel function to a replacement with ftrace */
 /**

@@ -101,3 +101,39 @@ int bdsnap_blockmap_set(struct bdsnap_blockmap *map, u64 block, gfp_t gfp)
 	set_bit(block % BDSNAP_CHUNK_BITS, chunk);
 	return 0;
 }
+
+/**
+ * bdsnap_blockmap_next_set() - first saved block at or after @first.
+ * @map: the session's map, no longer changing.
+ * @first: where to start.
+ *
+ * Return: the block, or U64_MAX when there is none.
+ */
+u64 bdsnap_blockmap_next_set(struct bdsnap_blockmap *map, u64 first)
+{
+	unsigned long index = first / BDSNAP_CHUNK_BITS;
+	unsigned long *chunk;
+
+	xa_for_each_start(&map->chunks, index, chunk, index) {
+		unsigned long start = 0, bit;
+
+		if (index == first / BDSNAP_CHUNK_BITS)
+			start = first % BDSNAP_CHUNK_BITS;
+		bit = find_next_bit(chunk, BDSNAP_CHUNK_BITS, start);
+		if (bit < BDSNAP_CHUNK_BITS)
+			return (u64)index * BDSNAP_CHUNK_BITS + bit;
+	}
+	return U64_MAX;
+}
+
+/* Number of saved blocks; @map no longer changes. */
+u64 bdsnap_blockmap_weight(struct bdsnap_blockmap *map)
+{
+	unsigned long index;
+	unsigned long *chunk;
+	u64 n = 0;
+
+	xa_for_each(&map->chunks, index, chunk)
+		n += bitmap_weight(chunk, BDSNAP_CHUNK_BITS);
+	return n;
+}

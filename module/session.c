@@ -29,6 +29,8 @@
 #include <linux/rculist.h>
 #include <linux/slab.h>
 #include <linux/time64.h>
+#include <linux/uuid.h>
+#include <crypto/sha2.h>
 #include "bdsnap.h"
 
 char *bdsnap_store_dir = "/snapshot";
@@ -101,6 +103,8 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 		.path = d->path,
 		.tracker = bdsnap_tracker_ops(d->tracker)->name,
 		.ordered = d->flags & BDSNAP_ACT_ORDERED,
+		.image_dev = d->file_sdev,
+		.image_ino = d->file_ino,
 	};
 	struct bdsnap_session *s;
 	char *dir;
@@ -242,6 +246,26 @@ static bool bdsnap_session_put_locked(struct bdsnap_session *s)
 	return true;
 }
 
+/*
+ * What the device holds now that the last file system is gone: a restore
+ * checks it before writing (fingerprint.c).  Without it a restore needs
+ * --force, so a failure is logged.
+ */
+static void bdsnap_session_note_end(struct bdsnap_session *s)
+{
+	u8 digest[SHA256_DIGEST_SIZE];
+	unsigned int n;
+	int ret;
+
+	ret = bdsnap_fingerprint(s, &n, digest);
+	if (!ret)
+		ret = bdsnap_store_note(&s->store, "end_sample=%u\nend_sha256=%*phN\n", n,
+					SHA256_DIGEST_SIZE, digest);
+	if (ret)
+		pr_err("session %s: cannot record the device's end fingerprint (error %d): a restore will need --force\n",
+		       s->dirname, ret);
+}
+
 /* Context: process; the session is unpublished, its last writer is gone. */
 static void bdsnap_session_end(struct bdsnap_session *s)
 {
@@ -250,6 +274,7 @@ static void bdsnap_session_end(struct bdsnap_session *s)
 	/* after this no bio hook can see the session: only held bios remain */
 	synchronize_rcu();
 	s->ops->stop(s);
+	bdsnap_session_note_end(s);
 	error = atomic64_read(&s->read_errors) ? -EIO : 0;
 	bdsnap_store_close(&s->store, error);
 	pr_info("session %s ended, %llu blocks saved\n", s->dirname,
@@ -308,8 +333,16 @@ void bdsnap_session_mounted(struct bdsnap_claim *claim, const struct super_block
 	}
 	bdsnap_registry_unlock();
 	/* a bind mount, or a mount of a device already mounted: sb has its claim */
-	if (known)
+	if (known) {
 		bdsnap_claim_drop(claim);
+		return;
+	}
+	/* what a restore target is compared with; a partition's is not the device's */
+	if (sb->s_bdev == s->bdev_ref.bdev && !uuid_is_null(&sb->s_uuid))
+		bdsnap_store_note(&s->store, "fs_type=%s\nfs_uuid=%16phN\n", sb->s_type->name,
+				  sb->s_uuid.b);
+	else
+		bdsnap_store_note(&s->store, "fs_type=%s\n", sb->s_type->name);
 }
 
 /**

@@ -155,7 +155,16 @@ static int bdsnap_store_write(struct file *file, const void *buf, size_t len, lo
 	return ret == len ? 0 : -ENOSPC;
 }
 
-static __printf(2, 3) int bdsnap_store_meta(struct bdsnap_store *st, const char *fmt, ...)
+/**
+ * bdsnap_store_note() - append lines to meta.
+ * @st: an open store.
+ * @fmt: "key=value\n" lines.
+ *
+ * Context: process; appends are serialised (mounts of two partitions of one
+ * session may note their file systems at once).
+ * Return: 0 or -errno.
+ */
+__printf(2, 3) int bdsnap_store_note(struct bdsnap_store *st, const char *fmt, ...)
 {
 	va_list args;
 	char *text;
@@ -166,7 +175,9 @@ static __printf(2, 3) int bdsnap_store_meta(struct bdsnap_store *st, const char 
 	va_end(args);
 	if (!text)
 		return -ENOMEM;
+	mutex_lock(&st->meta_lock);
 	ret = bdsnap_store_write(st->meta, text, strlen(text), &st->meta_pos);
+	mutex_unlock(&st->meta_lock);
 	kfree(text);
 	return ret;
 }
@@ -203,12 +214,18 @@ static int bdsnap_store_start(struct bdsnap_store *st, const struct bdsnap_store
 		return ret;
 
 	bdsnap_store_time(now, sizeof(now));
-	return bdsnap_store_meta(st,
+	ret = bdsnap_store_note(st,
 		"format=%u\nuuid=%16phN\npath=%s\ndevname=%s\ndevice_size=%llu\n"
-		"block_size=%u\ntracker=%s\nordered=%d\nstart=%s\nstate=open\n",
+		"block_size=%u\ntracker=%s\nordered=%d\nstart=%s\n",
 		BDSNAP_STORE_VERSION, uuid, info->path, info->devname,
 		info->device_size, BDSNAP_BLOCK_SIZE, info->tracker,
 		info->ordered, now);
+	/* an image is known by its file: another loop device may carry it later */
+	if (!ret && info->image_ino)
+		ret = bdsnap_store_note(st, "image_dev=%u:%u\nimage_ino=%lu\n",
+					MAJOR(info->image_dev), MINOR(info->image_dev),
+					info->image_ino);
+	return ret ?: bdsnap_store_note(st, "state=open\n");
 }
 
 static void bdsnap_store_fail(struct bdsnap_store *st, int error)
@@ -408,6 +425,7 @@ int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 	init_waitqueue_head(&st->space_wq);
 	init_waitqueue_head(&st->durable_wq);
 	INIT_WORK(&st->work, bdsnap_store_work);
+	mutex_init(&st->meta_lock);
 	st->ordered = info->ordered;
 	st->name = info->name;
 	store_queue_max = clamp(store_queue_max, 64U, 262144U);
@@ -562,7 +580,7 @@ void bdsnap_store_close(struct bdsnap_store *st, int error)
 		bdsnap_store_fail(st, error);
 
 	bdsnap_store_time(now, sizeof(now));
-	bdsnap_store_meta(st, "blocks_saved=%llu\nbytes_raw=%llu\nbytes_stored=%lld\nerrors=%d\nend=%s\nstate=%s%s\n",
+	bdsnap_store_note(st, "blocks_saved=%llu\nbytes_raw=%llu\nbytes_stored=%lld\nerrors=%d\nend=%s\nstate=%s%s\n",
 			  st->blocks_saved, st->bytes_raw, st->pos, st->error ? 1 : 0, now,
 			  st->error ? "incomplete:" : "complete",
 			  st->error ? bdsnap_store_reason(st->error) : "");
