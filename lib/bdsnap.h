@@ -406,7 +406,8 @@ int bdsnap_session_restore(struct bdsnap_session *s, const char *target,
 /*
  * struct bdsnap_export_report - what export did.
  * @verify: the verification of the session that failed (all passed: of @s).
- * @bad_session: on -EBADMSG, the directory of that session.
+ * @bad_session: on -EBADMSG, or a refusal of a session's state, the
+ *	directory of that session.
  * @blocks, @bytes: pre-images of @s written over the device's content.
  * @later_blocks: pre-images of later sessions written before those of @s.
  * @image_size: bytes of the image (the session's device_size).

@@ -361,8 +361,10 @@ static int verify_all(struct bdsnap_session *const *all, size_t n, unsigned int 
 			return bad_session(rep, all[i], &v);
 		}
 		rc = check_state(all[i], flags, &rep->refused);
-		if (rc)
+		if (rc) {
+			rep->bad_session = all[i]->info.dir;
 			return rc;
+		}
 	}
 	rc = check_chain(all, n, &rep->refused);
 	for (i = 0; i < n && !rc; i++) {

@@ -311,3 +311,16 @@ def test_changed_corrupt_session(world):
     res = run("changed", s.dir, "--json")
     assert res.returncode == 3 and "duplicate block" in res.stderr
     assert res.stdout == ""
+
+
+@pytest.mark.parametrize("state,ordered", [("open", 0), ("incomplete:ENOSPC", 0)],
+                         ids=["plain-open", "incomplete"])
+def test_export_refusal_names_the_later_session(world, state, ordered):
+    """The session whose state refuses the chain is named, not the one exported."""
+    a, b, _ = two_sessions(world)
+    b.end_state = state
+    b.write()
+    res = export(a, world.tmp / "a.img")
+    assert res.returncode == 4, res.stderr
+    assert res.stderr.startswith("bdsnap: %s: refused: " % b.dir), res.stderr
+    assert not (world.tmp / "a.img").exists()
