@@ -185,7 +185,7 @@ int bdsnap_conf_read(const char *file, struct bdsnap_conf_dev **out, size_t *cou
 		close(fd);
 		return -ENOMEM;
 	}
-	rc = read_full(fd, text, st.st_size, 0);
+	rc = read_dev(fd, false, text, st.st_size, 0);
 	close(fd);
 	if (rc)		/* 1: shrank while being read */
 		rc = conf_err(err, 0, NULL, 0, NULL, rc < 0 ? rc : -EIO);
