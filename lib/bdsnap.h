@@ -251,6 +251,34 @@ int bdsnap_conf_check(const struct bdsnap_conf_dev *devs, size_t count,
 		      struct bdsnap_conf_error *err);
 void bdsnap_conf_free(struct bdsnap_conf_dev *devs, size_t count);
 
+/*
+ * struct bdsnap_retention - how many sessions the store keeps.
+ * @size: see BDSNAP_OPTS_INIT.
+ * @keep: sessions kept per device, the newest; 0: no limit.
+ * @max_size: bytes the sessions of the store may take; 0: no limit.
+ */
+struct bdsnap_retention {
+	uint32_t size;
+	unsigned int keep;
+	uint64_t max_size;
+};
+
+/*
+ * bdsnap_conf_retention() - the retention settings of a configuration file:
+ * a line of "keep=N" and "max_size=SIZE" words (not starting with '/'),
+ * each at most once in the file.  The file is read and checked as
+ * bdsnap_conf_read() does; unset settings are 0.
+ * Return: as bdsnap_conf_read().
+ */
+int bdsnap_conf_retention(const char *file, struct bdsnap_retention *ret,
+			  struct bdsnap_conf_error *err);
+
+/*
+ * bdsnap_parse_size() - "4096", "512K", "20G", "1TiB" (powers of 1024).
+ * Return: 0; -EINVAL not a size; -ERANGE too large.
+ */
+int bdsnap_parse_size(const char *s, uint64_t *out);
+
 /* ---- sessions in the store ---- */
 
 /* A number meta does not (validly) carry. */
@@ -375,6 +403,55 @@ struct bdsnap_extent {
 int bdsnap_session_changed(struct bdsnap_session *s, struct bdsnap_extent **out,
 			   size_t *count, bdsnap_progress_fn progress, void *ctx,
 			   struct bdsnap_verify_report *report);
+
+/* ---- retention: removing sessions ---- */
+
+/*
+ * bdsnap_session_needs() - does restoring (or exporting) @older need
+ * @newer?  It does when both are of the same device (meta path) and @newer
+ * started later: its pre-images are part of @older's chain.
+ * Return: 1 or 0.
+ */
+int bdsnap_session_needs(const struct bdsnap_session *older, const struct bdsnap_session *newer);
+
+/*
+ * bdsnap_session_live() - is the session open now: the module lists it as
+ * the open session of an activated device (its device is mounted)?  A meta
+ * that says open with no such session was left by a crash.
+ * Return: 1, 0 (also when the module is not loaded), -errno when it cannot
+ * be told.
+ */
+int bdsnap_session_live(const struct bdsnap_session *s);
+
+/* bdsnap_session_bytes() - what the session takes in the store (its files). */
+uint64_t bdsnap_session_bytes(const struct bdsnap_session *s);
+
+/*
+ * bdsnap_retention_plan() - the sessions @policy removes.
+ * @list: as bdsnap_sessions_scan() gives it (oldest first); @remove[i] is
+ * set to 1 for each session to remove, else 0.
+ * Sessions go oldest first: a device keeps its @policy->keep newest, and
+ * then the oldest go until the store is at most @policy->max_size.  Only
+ * the oldest sessions of a device are removed, so no remaining session
+ * loses one its chain needs; a live session (or one that cannot be told)
+ * is never removed.
+ * Return: 0; -EINVAL bad @policy.
+ */
+int bdsnap_retention_plan(struct bdsnap_session *const *list, size_t n,
+			  const struct bdsnap_retention *policy, unsigned char *remove);
+
+/*
+ * bdsnap_session_mark_broken() - append "chain_broken=@deleted" to the
+ * meta of a session whose chain lost @deleted: its restore and export are
+ * then refused (-ENOLINK) unless forced, instead of silently wrong.
+ */
+int bdsnap_session_mark_broken(struct bdsnap_session *s, const char *deleted);
+
+/*
+ * bdsnap_session_delete() - remove the session's files and directory.  The
+ * caller still closes @s.  Return: 0; -EBUSY live; -errno.
+ */
+int bdsnap_session_delete(struct bdsnap_session *s);
 
 /* ---- restore and export: a session and the later ones of its device ---- */
 
