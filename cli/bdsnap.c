@@ -393,13 +393,13 @@ static int cmd_status(const struct args *a, const char *name)
 		out_print(tables, 1);
 		return EXIT_SUCCESS;
 	}
+	tables[1] = t = out_table_new(&a->fmt, "devices", device_cols, ARRAY_SIZE(device_cols),
+				      "PATH,TRACKER,ORDERED,STATE,SESSION,BLOCKS_SAVED,"
+				      "BYTES_STORED,ERRORS", false, true);
 	rc = bdsnap_list(&v, &n);
 	if (rc < 0)
 		return no_module(rc);
 	tables[0] = module_table(a);
-	tables[1] = t = out_table_new(&a->fmt, "devices", device_cols, ARRAY_SIZE(device_cols),
-				      "PATH,TRACKER,ORDERED,STATE,SESSION,BLOCKS_SAVED,"
-				      "BYTES_STORED,ERRORS", false, true);
 	for (i = 0; i < n; i++) {
 		snprintf(dev, sizeof(dev), "%u:%u", major(v[i].dev), minor(v[i].dev));
 		out_row(t);

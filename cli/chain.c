@@ -290,7 +290,7 @@ static int run_chain(struct run *r, int (*fn)(struct run *, const struct bdsnap_
 			forced_identity(r, &rep);
 	}
 	/* Only a log changing under us or an I/O error can stop a restore midway. */
-	if (rc < 0 && rep.blocks + rep.later_blocks && strcmp(r->verb, "export"))
+	if (rc < 0 && rep.wrote && strcmp(r->verb, "export"))
 		warnx("%s: partly restored: %" PRIu64 " blocks written", r->target,
 		      rep.blocks + rep.later_blocks);
 	if (r->a->fmt.json) {

@@ -74,17 +74,19 @@ struct out_table *out_table_new(const struct out_fmt *fmt, const char *name,
 				 .record = record };
 	for (i = 0; i < MAX_COLS; i++)
 		t->shown[i] = -1;
-	if (list && *list == '+') {
-		add_columns(t, defaults, order, &n);
-		list++;
-	}
-	if (list)
-		add_columns(t, list, order, &n);
-	else if (fmt->json)
+	if (list) {
+		/* "+COLS": the default columns and these. */
+		if (*list == '+')
+			add_columns(t, defaults, order, &n);
+		add_columns(t, list + (*list == '+'), order, &n);
+		if (!n)
+			usage_error("--output: no column given");
+	} else if (fmt->json) {
 		for (i = 0; i < ncols && n < MAX_COLS; i++)
 			order[n++] = i;
-	else
+	} else {
 		add_columns(t, defaults, order, &n);
+	}
 
 	t->tb = must(scols_new_table());
 	scols_table_set_name(t->tb, name);
@@ -216,7 +218,8 @@ void out_size(struct out_table *t, int col, uint64_t val)
 void out_bool(struct out_table *t, int col, uint64_t val)
 {
 	if (val != BDSNAP_UNSET)
-		out_str(t, col, t->fmt->json ? (val ? "true" : "false") : (val ? "yes" : "no"));
+		/* libsmartcols prints a JSON boolean false for "0" (and "" or "n..."). */
+		out_str(t, col, t->fmt->json ? (val ? "1" : "0") : (val ? "yes" : "no"));
 }
 
 void out_ratio(struct out_table *t, int col, uint64_t num, uint64_t den)
@@ -229,7 +232,10 @@ void out_ratio(struct out_table *t, int col, uint64_t num, uint64_t den)
 	out_str(t, col, buf);
 }
 
-/* A one-row table as FIELD VALUE lines, as `show` reads best. */
+/*
+ * A one-row table as "FIELD value" lines, as `show` reads best: no
+ * headings, and only the fields that have a value.
+ */
 static void print_record(struct out_table *t)
 {
 	struct libscols_table *kv = must(scols_new_table());
@@ -239,12 +245,14 @@ static void print_record(struct out_table *t)
 	size_t i;
 
 	scols_table_enable_raw(kv, t->fmt->raw);
-	scols_table_enable_noheadings(kv, t->fmt->noheadings);
+	scols_table_enable_noheadings(kv, 1);
 	must(scols_table_new_column(kv, "FIELD", 0, 0));
 	must(scols_table_new_column(kv, "VALUE", 0, 0));
 	for (i = 0; i < scols_table_get_ncols(t->tb); i++) {
 		c = scols_table_get_column(t->tb, i);
 		data = t->ln ? scols_cell_get_data(scols_line_get_cell(t->ln, i)) : NULL;
+		if (!data || !*data)
+			continue;
 		ln = must(scols_table_new_line(kv, NULL));
 		scols_line_set_data(ln, 0, scols_cell_get_data(scols_column_get_header(c)));
 		scols_line_set_data(ln, 1, data);
@@ -286,7 +294,7 @@ void out_print(struct out_table **tables, size_t n)
 		if (!tables[i]->fmt->json) {
 			if (i)
 				putchar('\n');
-			if (tables[i]->record && !tables[i]->fmt->raw)
+			if (tables[i]->record)
 				print_record(tables[i]);
 			else
 				scols_print_table(tables[i]->tb);

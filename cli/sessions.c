@@ -149,14 +149,15 @@ int cmd_sessions(const struct args *a, const char *name)
 	int rc;
 
 	(void)name;
+	/* First: a bad --output is a usage error, whatever the store holds. */
+	t = out_table_new(&a->fmt, "sessions", session_cols, ARRAY_SIZE(session_cols),
+			  SESSIONS_DEFAULT, false, true);
 	rc = bdsnap_sessions_scan(a->store, &list, &n);
 	if (rc < 0) {
 		free(real);
 		warnx("%s: %s", a->store, strerror(-rc));
 		return EXIT_ERROR;
 	}
-	t = out_table_new(&a->fmt, "sessions", session_cols, ARRAY_SIZE(session_cols),
-			  SESSIONS_DEFAULT, false, true);
 	for (i = 0; i < n; i++)
 		if (!dev || session_matches(bdsnap_session_info(list[i]), dev, real))
 			session_row(t, list[i]);
@@ -168,7 +169,7 @@ int cmd_sessions(const struct args *a, const char *name)
 
 int cmd_show(const struct args *a, const char *name)
 {
-	struct bdsnap_session *s = open_session(a, a->pos[0]);
+	struct bdsnap_session *s;
 	struct out_table *t;
 	char all[512] = "";
 	size_t i;
@@ -179,6 +180,7 @@ int cmd_show(const struct args *a, const char *name)
 			 session_cols[i].name);
 	t = out_table_new(&a->fmt, "sessions", session_cols, ARRAY_SIZE(session_cols), all, true,
 			  true);
+	s = open_session(a, a->pos[0]);
 	session_row(t, s);
 	out_print(&t, 1);
 	bdsnap_session_close(s);
@@ -290,11 +292,13 @@ void extents_help(FILE *f)
 
 int cmd_changed(const struct args *a, const char *name)
 {
+	struct out_table *t[2] = { out_table_new(&a->fmt, "extents", extent_cols,
+						 ARRAY_SIZE(extent_cols), "OFFSET,LENGTH,RANGE",
+						 false, true) };
 	struct bdsnap_session *s = open_session(a, a->pos[0]);
 	const struct bdsnap_session_info *in = bdsnap_session_info(s);
 	struct bdsnap_verify_report r;
 	struct bdsnap_extent *ext;
-	struct out_table *t[2];
 	uint64_t blocks = 0, bytes = 0;
 	char range[48];
 	struct bar bar;
@@ -313,8 +317,6 @@ int cmd_changed(const struct args *a, const char *name)
 	note_torn(in, &r);
 	if (in->state_kind == BDSNAP_META_OPEN)
 		warnx("%s: session is open: the extents changed so far", in->dir);
-	t[0] = out_table_new(&a->fmt, "extents", extent_cols, ARRAY_SIZE(extent_cols),
-			     "OFFSET,LENGTH,RANGE", false, true);
 	for (i = 0; i < n; i++) {
 		blocks += ext[i].blocks;
 		bytes += ext[i].length;

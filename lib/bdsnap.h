@@ -533,6 +533,8 @@ struct bdsnap_restore_opts {
  * @later_blocks, @later_bytes: those of the later sessions, written first.
  * @image_size: export: bytes of the image (the session's device_size).
  * @target_exists: export: the target existed (and is overwritten).
+ * @wrote: the pre-images were being written: then @blocks and
+ *	@later_blocks count what was written when an error stopped it.
  * @refused: on a refusal, a short static reason; nothing was written.
  * @where: on an error or refusal about the source or the target, "source"
  *	or "target"; NULL when it is about a session.
@@ -544,7 +546,7 @@ struct bdsnap_chain_report {
 	const char *bad_session;
 	size_t sessions;
 	uint64_t blocks, bytes, later_blocks, later_bytes, image_size;
-	int target_exists;
+	int target_exists, wrote;
 	const char *refused;
 	const char *where;
 	struct bdsnap_identity identity;

@@ -268,6 +268,7 @@ int chain_apply(struct chain *c, int fd, struct bdsnap_chain_report *rep)
 	bool open;
 	int rc = 0;
 
+	rep->wrote = 1;
 	rep->later_blocks = rep->later_bytes = 0;	/* counted again: an open log may have grown */
 	for (i = c->n; i-- > 0 && !rc;) {
 		open = c->all[i]->info.state_kind == BDSNAP_META_OPEN;
