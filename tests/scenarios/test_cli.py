@@ -224,10 +224,12 @@ def test_restore_refuses_mounted_target(bdsnap, make_disk):
     disk.mount()  # a second session is open now
     try:
         for target in (disk.loop, disk.image):
+            # The open later session is part of the first one's chain: refused first.
             res = cli("restore", first, "--to", target, check=False)
             assert res.returncode == 4, res.stderr
+            assert "refused: session is open and not ordered" in res.stderr
+            res = cli("restore", first, "--to", target, "--force", check=False)
+            assert res.returncode == 4, "--force must not override a mounted target"
             assert "refused: target" in res.stderr
-        res = cli("restore", first, "--to", disk.loop, "--force", check=False)
-        assert res.returncode == 4, "--force must not override a mounted target"
     finally:
         disk.umount()
