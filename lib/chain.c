@@ -78,6 +78,9 @@ int chain_open(struct chain *c, struct bdsnap_session *s, struct bdsnap_session 
 	c->all[0] = s;
 	for (i = 0; i < nlater; i++)
 		c->all[i + 1] = later[i];
+	for (i = 0; i < c->n; i++)
+		c->logs += blocks_size(c->all[i]);
+	c->dry = c->opts.flags & BDSNAP_RESTORE_DRY_RUN;
 	c->prog = (struct progress){ c->opts.progress, c->opts.ctx, 0, 0 };
 	return 0;
 }

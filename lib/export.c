@@ -255,10 +255,9 @@ int bdsnap_chain_export(struct bdsnap_session *s, struct bdsnap_session *const *
 	struct bdsnap_chain_report rep = { .size = sizeof(rep) };
 	struct source src = { .fd = -1 };
 	struct target t = { .fd = -1 };
+	uint64_t size = s->info.device_size;
 	struct chain c;
-	uint64_t logs = 0, size;
 	bool dry;
-	size_t i;
 	int rc;
 
 	if (!target)
@@ -266,12 +265,9 @@ int bdsnap_chain_export(struct bdsnap_session *s, struct bdsnap_session *const *
 	rc = chain_open(&c, s, later, nlater, opts);
 	if (rc)
 		return rc;
-	dry = c.opts.flags & BDSNAP_RESTORE_DRY_RUN;
-	for (i = 0; i < c.n; i++)
-		logs += blocks_size(c.all[i]);
-	size = s->info.device_size;
+	dry = c.dry;
 	/* Verify every log, copy the device, apply every log. */
-	c.prog.total = dry ? logs : 2 * logs + (size == BDSNAP_UNSET ? 0 : size);
+	c.prog.total = dry ? c.logs : 2 * c.logs + (size == BDSNAP_UNSET ? 0 : size);
 
 	rc = chain_check(&c, &rep);
 	if (!rc)

@@ -125,11 +125,15 @@ void sha256_hex(struct sha256 *c, char out[65]);
  * then the later ones, oldest first; @all[n - 1] is the newest.
  * @verified, @records: per session, log bytes and records verified.
  * @newest: the blocks the newest session saved (its fingerprint's blocks).
- * @opts: the caller's options, completed to this version's struct.
+ * @opts: the caller's options, completed to this version's struct; @dry:
+ *	BDSNAP_RESTORE_DRY_RUN.
+ * @logs: bytes of all the logs, for the progress total.
  */
 struct chain {
 	struct bdsnap_session **all;
 	size_t n;
+	bool dry;
+	uint64_t logs;
 	uint64_t *verified, *records;
 	struct blockset newest;
 	struct bdsnap_restore_opts opts;

@@ -157,19 +157,16 @@ int bdsnap_chain_restore(struct bdsnap_session *s, struct bdsnap_session *const 
 {
 	struct bdsnap_chain_report rep = { .size = sizeof(rep) };
 	struct chain c;
-	uint64_t logs = 0, size;
+	uint64_t size;
 	int rc, fd = -1;
 	bool dry;
-	size_t i;
 
 	rc = chain_open(&c, s, later, nlater, opts);
 	if (rc)
 		return rc;
-	dry = c.opts.flags & BDSNAP_RESTORE_DRY_RUN;
-	for (i = 0; i < c.n; i++)
-		logs += blocks_size(c.all[i]);
+	dry = c.dry;
 	/* Two passes over every log (verify, write), one in a dry run. */
-	c.prog.total = logs * (dry ? 1 : 2);
+	c.prog.total = c.logs * (dry ? 1 : 2);
 
 	rc = chain_check(&c, &rep);
 	if (!rc) {
