@@ -16,7 +16,8 @@ PASSWORD_FILE ?= /etc/bdsnap/password
 # Debian 12 packages the build, the tests and the demo need.
 DEB_PACKAGES := build-essential pkg-config qemu-system-x86 linux-image-amd64 btrfs-progs xfsprogs dosfstools \
 	linux-headers-amd64 busybox-static kmod e2fsprogs zlib1g-dev libkmod-dev \
-	python3 python3-pytest xz-utils cpio fio dmsetup fdisk util-linux clang libclang-rt-14-dev \
+	python3 python3-pytest xz-utils cpio fio dmsetup fdisk util-linux libsmartcols-dev clang \
+	libclang-rt-14-dev \
 	linux-source-6.1 bc bison flex libssl-dev libelf-dev dwarves
 
 SUBDIRS := module singlefile_fs usctm lib cli

@@ -158,7 +158,7 @@ static int activate_all(const struct args *a, const struct bdsnap_conf_dev *d, s
 
 int cmd_load(const struct args *a, const char *name)
 {
-	struct bdsnap_load_opts o = { .from = a->from };
+	struct bdsnap_load_opts o = BDSNAP_OPTS_INIT(o);
 	struct bdsnap_conf_dev *devs = NULL;
 	struct bdsnap_load_report r;
 	const char *passfile = a->passfile;
@@ -168,6 +168,7 @@ int cmd_load(const struct args *a, const char *name)
 	int rc, ret = EXIT_SUCCESS;
 
 	(void)name;
+	o.from = a->from;
 	o.flags = a->no_syscalls ? BDSNAP_LOAD_NO_SYSCALLS : 0;
 	if (a->config && read_conf(a, &devs, &n))
 		return EXIT_CONFIG;
@@ -297,46 +298,71 @@ int cmd_unload(const struct args *a, const char *name)
 
 /* ---- status ---- */
 
-int cmd_module_status(const struct args *a, bool devices_follow)
+/* The module's state: what status --module shows, and status first. */
+enum { M_MODULE, M_VERSION, M_TRACKERS, M_ORDERED, M_FORMAT, M_BLOCK_SIZE, M_STORE,
+       M_SYS_ACTIVATE, M_SYS_DEACTIVATE, M_USCTM, M_DEVICES, M_SESSIONS, M_REFS };
+static const struct out_col module_cols[] = {
+	[M_MODULE] = { "MODULE", OUT_STR, 0, "loaded, not loaded, loading or unloading" },
+	[M_VERSION] = { "VERSION", OUT_STR, 0, "the module's version" },
+	[M_TRACKERS] = { "TRACKERS", OUT_STR, 0, "trackers it offers: bio, vfs" },
+	[M_ORDERED] = { "ORDERED", OUT_BOOL, 0, "ordered mode offered" },
+	[M_FORMAT] = { "STORE_FORMAT", OUT_NUM, 0, "store format version it writes" },
+	[M_BLOCK_SIZE] = { "BLOCK_SIZE", OUT_NUM, 0, "block size of the pre-images" },
+	[M_STORE] = { "STORE_DIR", OUT_STR, 0, "where sessions are stored" },
+	[M_SYS_ACTIVATE] = { "SYS_ACTIVATE", OUT_NUM, 0, "activate_snapshot() system call number" },
+	[M_SYS_DEACTIVATE] = { "SYS_DEACTIVATE", OUT_NUM, 0,
+			       "deactivate_snapshot() system call number" },
+	[M_USCTM] = { "USCTM", OUT_BOOL, 0, "usctm.ko is loaded" },
+	[M_DEVICES] = { "DEVICES", OUT_NUM, 0, "activated devices" },
+	[M_SESSIONS] = { "SESSIONS", OUT_NUM, 0, "open sessions" },
+	[M_REFS] = { "REFERENCES", OUT_NUM, 0, "references to the module (one per open session)" },
+};
+
+struct out_table *module_table(const struct args *a)
 {
 	static const char *const state_words[] = { "loading or unloading", "not loaded", "loaded" };
-	struct out o = { .json = a->json };
+	const struct bdsnap_version *ver;
 	struct bdsnap_module_state st;
-	const struct bdsnap_version *ver = &st.version;
+	struct out_table *t;
 	char trackers[16];
 	int rc;
 
 	rc = bdsnap_module_state(&st);
-	if (rc < 0) {
-		warnx("module state: %s", strerror(-rc));
-		return EXIT_ERROR;
-	}
-	out_begin(&o, NULL, '{');
-	out_str(&o, "module", state_words[st.loaded + 1]);
-	if (st.loaded == 1) {
+	if (rc < 0)
+		errx(EXIT_ERROR, "module state: %s", strerror(-rc));
+	ver = st.version.size ? &st.version : NULL;
+	t = out_table_new(&a->fmt, "module", module_cols, ARRAY_SIZE(module_cols),
+			  "MODULE,VERSION,TRACKERS,ORDERED,STORE_FORMAT,BLOCK_SIZE,STORE_DIR,"
+			  "SYS_ACTIVATE,SYS_DEACTIVATE,USCTM,DEVICES,SESSIONS,REFERENCES",
+			  true, a->module);
+	out_row(t);
+	out_str(t, M_MODULE, state_words[st.loaded + 1]);
+	if (st.loaded != 1)
+		return t;
+	if (ver)
 		snprintf(trackers, sizeof(trackers), "%s%s%s",
 			 ver->features & BDSNAP_FEAT_TRACKER_BIO ? "bio" : "",
 			 (ver->features & BDSNAP_FEAT_TRACKER_BIO) &&
 			 (ver->features & BDSNAP_FEAT_TRACKER_VFS) ? " " : "",
 			 ver->features & BDSNAP_FEAT_TRACKER_VFS ? "vfs" : "");
-		out_str(&o, "version", st.modversion[0] ? st.modversion : NULL);
-		out_str(&o, "trackers", ver->size ? trackers : NULL);
-		out_flag(&o, "ordered", ver->size ? !!(ver->features & BDSNAP_FEAT_ORDERED) :
-			 BDSNAP_UNSET);
-		out_u64(&o, "store_format", ver->size ? ver->store_format : BDSNAP_UNSET);
-		out_u64(&o, "block_size", ver->size ? ver->block_size : BDSNAP_UNSET);
-		out_str(&o, "store_dir", st.store_dir[0] ? st.store_dir : NULL);
-		out_u64(&o, "sys_activate", st.sys_activate_nr < 0 ? BDSNAP_UNSET :
-			(uint64_t)st.sys_activate_nr);
-		out_u64(&o, "sys_deactivate", st.sys_deactivate_nr < 0 ? BDSNAP_UNSET :
-			(uint64_t)st.sys_deactivate_nr);
-		out_bool(&o, "usctm", st.usctm_loaded);
-		out_u64(&o, "devices", st.devices);
-		out_u64(&o, "sessions", st.sessions);
-		out_u64(&o, "references", st.refcnt);
-	}
-	out_end(&o, '}');
-	if (devices_follow)
-		putchar('\n');
-	return EXIT_SUCCESS;
+	out_str(t, M_VERSION, st.modversion[0] ? st.modversion : NULL);
+	out_str(t, M_TRACKERS, ver ? trackers : NULL);
+	out_bool(t, M_ORDERED, ver ? !!(ver->features & BDSNAP_FEAT_ORDERED) : BDSNAP_UNSET);
+	out_u64(t, M_FORMAT, ver ? ver->store_format : BDSNAP_UNSET);
+	out_u64(t, M_BLOCK_SIZE, ver ? ver->block_size : BDSNAP_UNSET);
+	out_str(t, M_STORE, st.store_dir[0] ? st.store_dir : NULL);
+	out_u64(t, M_SYS_ACTIVATE, st.sys_activate_nr < 0 ? BDSNAP_UNSET :
+		(uint64_t)st.sys_activate_nr);
+	out_u64(t, M_SYS_DEACTIVATE, st.sys_deactivate_nr < 0 ? BDSNAP_UNSET :
+		(uint64_t)st.sys_deactivate_nr);
+	out_bool(t, M_USCTM, st.usctm_loaded);
+	out_u64(t, M_DEVICES, st.devices);
+	out_u64(t, M_SESSIONS, st.sessions);
+	out_u64(t, M_REFS, st.refcnt);
+	return t;
+}
+
+void module_columns_help(FILE *f)
+{
+	out_columns_help(f, module_cols, ARRAY_SIZE(module_cols));
 }

@@ -24,6 +24,17 @@
 extern "C" {
 #endif
 
+/*
+ * Option structs the caller fills start with a uint32_t size, the caller's
+ * sizeof: the library reads only what the caller knows of, zero for the
+ * rest, and refuses (-EINVAL) a size it cannot make sense of (smaller than
+ * the first version of the struct, or larger with non-zero bytes it does not
+ * know).  The same holds for report structs the library fills: it writes at
+ * most @size bytes.  Declare them with BDSNAP_OPTS_INIT:
+ *	struct bdsnap_restore_opts o = BDSNAP_OPTS_INIT(o);
+ */
+#define BDSNAP_OPTS_INIT(var)	{ .size = sizeof(var) }
+
 /* ---- control: /dev/snap and the syscalls ---- */
 
 /* How a control request reaches the module. */
@@ -83,8 +94,11 @@ int bdsnap_version(struct bdsnap_version *ver);
  *	modprobe.d options and soft dependencies but never an install command.
  * @params: more bdsnap parameters, e.g. "store_dir=/srv/snap"; may be NULL.
  * @flags: BDSNAP_LOAD_*.
+ * @size: the caller's sizeof(struct bdsnap_load_opts) (BDSNAP_OPTS_INIT
+ *	sets it), so that fields added later are read as zero for older callers.
  */
 struct bdsnap_load_opts {
+	uint32_t size;
 	const char *password;
 	const char *from;
 	const char *params;
@@ -237,6 +251,34 @@ int bdsnap_conf_check(const struct bdsnap_conf_dev *devs, size_t count,
 		      struct bdsnap_conf_error *err);
 void bdsnap_conf_free(struct bdsnap_conf_dev *devs, size_t count);
 
+/*
+ * struct bdsnap_retention - how many sessions the store keeps.
+ * @size: see BDSNAP_OPTS_INIT.
+ * @keep: sessions kept per device, the newest; 0: no limit.
+ * @max_size: bytes the sessions of the store may take; 0: no limit.
+ */
+struct bdsnap_retention {
+	uint32_t size;
+	unsigned int keep;
+	uint64_t max_size;
+};
+
+/*
+ * bdsnap_conf_retention() - the retention settings of a configuration file:
+ * a line of "keep=N" and "max_size=SIZE" words (not starting with '/'),
+ * each at most once in the file.  The file is read and checked as
+ * bdsnap_conf_read() does; unset settings are 0.
+ * Return: as bdsnap_conf_read().
+ */
+int bdsnap_conf_retention(const char *file, struct bdsnap_retention *ret,
+			  struct bdsnap_conf_error *err);
+
+/*
+ * bdsnap_parse_size() - "4096", "512K", "20G", "1TiB" (powers of 1024).
+ * Return: 0; -EINVAL not a size; -ERANGE too large.
+ */
+int bdsnap_parse_size(const char *s, uint64_t *out);
+
 /* ---- sessions in the store ---- */
 
 /* A number meta does not (validly) carry. */
@@ -263,6 +305,9 @@ struct bdsnap_session_info {
 	enum bdsnap_meta_state state_kind;
 	uint64_t format, block_size, device_size, ordered;
 	uint64_t blocks_saved, bytes_raw, bytes_stored, errors;
+	/* Identity of the device (docs/format.md), written by newer modules. */
+	const char *fs_type, *fs_uuid, *image_dev, *end_sha256;
+	uint64_t image_ino, end_sample;
 };
 
 struct bdsnap_session;
@@ -359,76 +404,192 @@ int bdsnap_session_changed(struct bdsnap_session *s, struct bdsnap_extent **out,
 			   size_t *count, bdsnap_progress_fn progress, void *ctx,
 			   struct bdsnap_verify_report *report);
 
+/* ---- retention: removing sessions ---- */
+
+/*
+ * bdsnap_session_needs() - does restoring (or exporting) @older need
+ * @newer?  It does when both are of the same device (meta path) and @newer
+ * started later: its pre-images are part of @older's chain.
+ * Return: 1 or 0.
+ */
+int bdsnap_session_needs(const struct bdsnap_session *older, const struct bdsnap_session *newer);
+
+/*
+ * bdsnap_session_live() - is the session open now: the module lists it as
+ * the open session of an activated device (its device is mounted)?  A meta
+ * that says open with no such session was left by a crash.
+ * Return: 1, 0 (also when the module is not loaded), -errno when it cannot
+ * be told.
+ */
+int bdsnap_session_live(const struct bdsnap_session *s);
+
+/* bdsnap_session_bytes() - what the session takes in the store (its files). */
+uint64_t bdsnap_session_bytes(const struct bdsnap_session *s);
+
+/*
+ * bdsnap_retention_plan() - the sessions @policy removes.
+ * @list: as bdsnap_sessions_scan() gives it (oldest first); @remove[i] is
+ * set to 1 for each session to remove, else 0.
+ * Sessions go oldest first: a device keeps its @policy->keep newest, and
+ * then the oldest go until the store is at most @policy->max_size.  Only
+ * the oldest sessions of a device are removed, so no remaining session
+ * loses one its chain needs; a live session (or one that cannot be told)
+ * is never removed.
+ * Return: 0; -EINVAL bad @policy.
+ */
+int bdsnap_retention_plan(struct bdsnap_session *const *list, size_t n,
+			  const struct bdsnap_retention *policy, unsigned char *remove);
+
+/*
+ * bdsnap_session_mark_broken() - append "chain_broken=@deleted" to the
+ * meta of a session whose chain lost @deleted: its restore and export are
+ * then refused (-ENOLINK) unless forced, instead of silently wrong.
+ */
+int bdsnap_session_mark_broken(struct bdsnap_session *s, const char *deleted);
+
+/*
+ * bdsnap_session_delete() - remove the session's files and directory.  The
+ * caller still closes @s.  Return: 0; -EBUSY live; -errno.
+ */
+int bdsnap_session_delete(struct bdsnap_session *s);
+
+/* ---- restore and export: a session and the later ones of its device ---- */
+
 /* struct bdsnap_restore_opts.flags */
-#define BDSNAP_RESTORE_DRY_RUN	(1U << 0)	/* verify and check the target, write nothing */
-#define BDSNAP_RESTORE_FORCE	(1U << 1)	/* an open non-ordered, or incomplete, session */
+#define BDSNAP_RESTORE_DRY_RUN	(1U << 0)	/* verify and check, write nothing */
+/*
+ * Go ahead with a session that is open and not ordered, or incomplete, or
+ * marked as missing a later session, and with a device whose identity does
+ * not match or cannot be proven (struct bdsnap_identity).  Never overrides
+ * corruption, or a target that is mounted or in use.
+ */
+#define BDSNAP_RESTORE_FORCE	(1U << 1)
 
-/* Options of restore and export. */
+/* struct bdsnap_identity: checked, differs */
+#define BDSNAP_ID_SIZE		(1U << 0)	/* device size == meta device_size */
+#define BDSNAP_ID_FINGERPRINT	(1U << 1)	/* end_sha256 recomputed on the device */
+#define BDSNAP_ID_FS_UUID	(1U << 2)	/* file system UUID == meta fs_uuid */
+
+/*
+ * struct bdsnap_identity - does a device hold what the newest session of a
+ * chain left on it?  Only then do the chain's pre-images give back the
+ * state before the oldest session.
+ * @session: the newest session (its directory), whose meta is compared.
+ * @checked, @differs: BDSNAP_ID_* compared, and found different.
+ * @no_fingerprint: the session recorded no end fingerprint (an older
+ *	module, or it never ended): the content cannot be proven.  Accepted
+ *	without BDSNAP_RESTORE_FORCE only for an open ordered session, whose
+ *	crash restore (docs/format.md) must keep working: then @size and the
+ *	file system UUID are still compared.
+ * @size, @device_size: the device's size now, and the one recorded.
+ * @sample: blocks the fingerprint covers (meta end_sample).
+ * @end_sha256: the fingerprint recomputed on the device ("" if not).
+ * @fs_uuid: the file system UUID read from the device ("" if none could be
+ *	read: only ext2/3/4 and XFS superblocks are read).
+ */
+struct bdsnap_identity {
+	const char *session;
+	unsigned int checked, differs;
+	int no_fingerprint;
+	uint64_t size, device_size, sample;
+	char end_sha256[65];
+	char fs_uuid[33];
+};
+
+struct bdsnap_chain_report;
+
+/*
+ * Called once every check has passed and before the first byte is
+ * overwritten (restore: always; export: only over an existing target),
+ * with what is about to happen.  Return 0 to go ahead; anything else
+ * cancels (-ECANCELED, nothing written).
+ */
+typedef int (*bdsnap_confirm_fn)(void *ctx, const struct bdsnap_chain_report *plan);
+
+/*
+ * struct bdsnap_restore_opts - options of restore and export.
+ * @size: see BDSNAP_OPTS_INIT.
+ * @flags: BDSNAP_RESTORE_*.
+ * @progress, @ctx: may be NULL.
+ * @confirm: may be NULL (go ahead); called with @ctx.
+ */
 struct bdsnap_restore_opts {
+	uint32_t size;
 	unsigned int flags;
-	bdsnap_progress_fn progress;	/* may be NULL */
+	bdsnap_progress_fn progress;
 	void *ctx;
+	bdsnap_confirm_fn confirm;
 };
 
 /*
- * struct bdsnap_restore_report - what restore did.
- * @verify: the verification pass.
- * @blocks, @bytes: records written (or that would be, in a dry run).
- * @refused: on a refusal, a short static reason; nothing was written.
- */
-struct bdsnap_restore_report {
-	struct bdsnap_verify_report verify;
-	uint64_t blocks, bytes;
-	const char *refused;
-};
-
-/*
- * bdsnap_session_restore() - write the session's pre-images to @target.
- * @target: block device or regular file, at least device_size bytes; NULL
- *	means meta's path.  Nothing is written unless the whole session
- *	verifies and the target passes its checks; then each pre-image is
- *	written at block * block_size and the target is fsync'ed.
- * @opts, @report: may be NULL.
- * An open session is restored only if it is ordered: its writes waited for
- * durable pre-images, so even after a crash every changed block has one.
- * Return: 0; -EBADMSG corrupt session (nothing written); refusals (nothing
- * written, @report->refused says why): -EINPROGRESS session open and not
- * ordered, -ENODATA session incomplete (both unless BDSNAP_RESTORE_FORCE), -EBUSY
- * target mounted or in use (for an image file: a loop device backed by it
- * is mounted or in use), -ENOSPC target smaller than device_size;
- * -ENOTBLK target neither a block device nor a regular file; -errno I/O
- * (if after the first write, @report->blocks says how far it got).
- */
-int bdsnap_session_restore(struct bdsnap_session *s, const char *target,
-			   const struct bdsnap_restore_opts *opts,
-			   struct bdsnap_restore_report *report);
-
-/*
- * struct bdsnap_export_report - what export did.
- * @verify: the verification of the session that failed (all passed: of @s).
- * @bad_session: on -EBADMSG, the directory of that session.
- * @blocks, @bytes: pre-images of @s written over the device's content.
- * @later_blocks: pre-images of later sessions written before those of @s.
- * @image_size: bytes of the image (the session's device_size).
+ * struct bdsnap_chain_report - what restore or export found and did.
+ * @size: the caller's sizeof (BDSNAP_OPTS_INIT); at most that much is written.
+ * @verify: the verification of the session a failure is about (all passed:
+ *	of the session restored or exported).
+ * @bad_session: on -EBADMSG, or a refusal about one session, its directory.
+ * @sessions: the chain's length: the session and the later ones.
+ * @blocks, @bytes: the session's own pre-images written (in a dry run, that
+ *	would be).
+ * @later_blocks, @later_bytes: those of the later sessions, written first.
+ * @image_size: export: bytes of the image (the session's device_size).
+ * @target_exists: export: the target existed (and is overwritten).
+ * @wrote: the pre-images were being written: then @blocks and
+ *	@later_blocks count what was written when an error stopped it.
  * @refused: on a refusal, a short static reason; nothing was written.
  * @where: on an error or refusal about the source or the target, "source"
- *	or "target"; else NULL (the session).
+ *	or "target"; NULL when it is about a session.
+ * @identity: restore: of the target; export: of the source.
  */
-struct bdsnap_export_report {
+struct bdsnap_chain_report {
+	uint32_t size;
 	struct bdsnap_verify_report verify;
 	const char *bad_session;
-	uint64_t blocks, bytes, later_blocks, image_size;
+	size_t sessions;
+	uint64_t blocks, bytes, later_blocks, later_bytes, image_size;
+	int target_exists, wrote;
 	const char *refused;
 	const char *where;
+	struct bdsnap_identity identity;
 };
 
 /*
- * bdsnap_session_export() - write the device as it was before @s's mount to
+ * bdsnap_chain_restore() - put a device back as it was before @s's mount.
+ * @later: the sessions of the same device after @s, oldest first, as
+ *	bdsnap_sessions_later() gives them; @nlater may be 0.
+ * @target: block device or regular file; NULL means meta's path.
+ *
+ * In order, and stopping at the first failure: every session's meta and
+ * state (an open session that is not ordered, an incomplete one, or one
+ * marked chain_broken=, is refused unless BDSNAP_RESTORE_FORCE); the target
+ * is opened (refused when mounted or in use; a block device O_EXCL, held
+ * to the end); every session's log is verified; the target's identity is
+ * checked against the newest session (struct bdsnap_identity: a mismatch,
+ * or no fingerprint, is refused unless BDSNAP_RESTORE_FORCE); @confirm is
+ * asked; then the pre-images are written, the later sessions' newest first
+ * and @s's last, so each block ends as before the oldest session that
+ * saved it; the target is fsync'ed.  The result equals what
+ * bdsnap_chain_export() makes of the same chain.
+ * @opts, @report: may be NULL.
+ * Return: 0; -EBADMSG corruption (nothing written); refusals (nothing
+ * written, @report->refused says why): -EINPROGRESS open and not ordered,
+ * -ENODATA incomplete, -ENOLINK a later session was deleted, -EINVAL the
+ * sessions are not one device's in order, -EBUSY target mounted or in use,
+ * -EMEDIUMTYPE identity; -ECANCELED @confirm said no; -ENOTBLK target
+ * neither a block device nor a regular file; -errno I/O (if after the first
+ * write, @report->blocks and @report->later_blocks say how far it got).
+ */
+int bdsnap_chain_restore(struct bdsnap_session *s, struct bdsnap_session *const *later,
+			 size_t nlater, const char *target, const struct bdsnap_restore_opts *opts,
+			 struct bdsnap_chain_report *report);
+
+/*
+ * bdsnap_chain_export() - write the device as it was before @s's mount to
  * @target, without changing the device.
- * @later: the sessions of the same device after @s, oldest first (from
- *	bdsnap_sessions_later()); @nlater may be 0.
+ * @later: as bdsnap_chain_restore().
  * @source: the device or image now, read-only (a block device with
  *	O_DIRECT, not O_EXCL, so it may be mounted); NULL means meta's path.
+ *	Its identity is checked as a restore target's is: the image is only
+ *	right if the source holds what the newest session left.
  * @target: a regular file (written to a temporary file next to it, then
  *	renamed over it, so it is never left half-written) or an unused block
  *	device at least device_size bytes long.
@@ -440,17 +601,14 @@ struct bdsnap_export_report {
  * Every session is verified before anything is written.  The device is read
  * before the log of the newest session, so for an ordered session (writes
  * held until their pre-image is durable) the image is exact even while the
- * device is mounted and being written to.  An open session that is not
- * ordered, or an incomplete one, is refused unless BDSNAP_RESTORE_FORCE.
+ * device is mounted and being written to.
  * BDSNAP_RESTORE_DRY_RUN verifies and checks, and writes nothing.
- * Return: 0; -EBADMSG; refusals as bdsnap_session_restore() plus -EINVAL
- * (target is the source, sessions of different devices), -ERANGE (source
- * smaller than device_size); -errno.
+ * Return: 0; as bdsnap_chain_restore(), plus -EINVAL target is the source,
+ * -ENOSPC a block device target smaller than device_size.
  */
-int bdsnap_session_export(struct bdsnap_session *s, struct bdsnap_session *const *later,
-			  size_t nlater, const char *source, const char *target,
-			  const struct bdsnap_restore_opts *opts,
-			  struct bdsnap_export_report *report);
+int bdsnap_chain_export(struct bdsnap_session *s, struct bdsnap_session *const *later,
+			size_t nlater, const char *source, const char *target,
+			const struct bdsnap_restore_opts *opts, struct bdsnap_chain_report *report);
 
 #ifdef __cplusplus
 }

@@ -73,12 +73,56 @@ static int conf_key(struct bdsnap_conf_dev *d, unsigned int *seen, const char *w
 	return 0;
 }
 
-/* Line @ln, [@p, @end): appends a device to the array, or nothing for a blank line. */
-static int conf_line(const char *p, const char *end, unsigned int ln,
+/* The file's settings that are about no device: the retention policy. */
+struct conf_global {
+	struct bdsnap_retention *ret;
+	unsigned int seen;
+};
+
+/* One "keep=N" or "max_size=SIZE" word of line @line. */
+static int conf_global_key(struct conf_global *g, const char *w, size_t wl, unsigned int line,
+			   struct bdsnap_conf_error *err)
+{
+	static const char *const keys[] = { "keep", "max_size" };
+	const char *eq = memchr(w, '=', wl);
+	size_t kl = eq - w;
+	char val[32];
+	uint64_t v;
+	int k;
+
+	k = word_index(w, kl, keys, 2);
+	if (k < 0)
+		return conf_err(err, line, w, kl, "unknown setting (known: keep, max_size)",
+				-EINVAL);
+	if (g->seen & (1U << k))
+		return conf_err(err, line, w, kl, "setting given twice", -EINVAL);
+	g->seen |= 1U << k;
+	if (wl - kl - 1 >= sizeof(val))
+		return conf_err(err, line, w, wl, "value too long", -EINVAL);
+	memcpy(val, eq + 1, wl - kl - 1);
+	val[wl - kl - 1] = '\0';
+	/* keep is a count: digits only; max_size may have a unit. */
+	if (bdsnap_parse_size(val, &v) ||
+	    (k == 0 && (strspn(val, "0123456789") != strlen(val) || v > UINT32_MAX)))
+		return conf_err(err, line, w, wl, k ? "not a size (e.g. 20G)" : "not a number",
+				-EINVAL);
+	if (k == 0)
+		g->ret->keep = v;
+	else
+		g->ret->max_size = v;
+	return 0;
+}
+
+/*
+ * Line @ln, [@p, @end): appends a device to the array, sets a setting of
+ * @g, or nothing for a blank line.
+ */
+static int conf_line(const char *p, const char *end, unsigned int ln, struct conf_global *g,
 		     struct bdsnap_conf_dev **v, size_t *n, struct bdsnap_conf_error *err)
 {
 	struct bdsnap_conf_dev d = { .line = ln }, *nv;
 	unsigned int seen = 0;
+	bool settings = false;
 	size_t i, wl;
 	int rc;
 
@@ -90,7 +134,15 @@ static int conf_line(const char *p, const char *end, unsigned int ln,
 		for (wl = 0; p + wl < end && !blank(p[wl]); wl++)
 			if (!p[wl])
 				return conf_err(err, ln, NULL, 0, "NUL byte in the line", -EINVAL);
-		if (d.path) {
+		/* A line of settings starts with one: "keep=10 max_size=20G". */
+		if (!d.path && (settings || (*p != '/' && memchr(p, '=', wl)))) {
+			settings = true;
+			if (!memchr(p, '=', wl))
+				return conf_err(err, ln, p, wl, "missing '=value'", -EINVAL);
+			rc = conf_global_key(g, p, wl, ln, err);
+			if (rc < 0)
+				return rc;
+		} else if (d.path) {
 			rc = conf_key(&d, &seen, p, wl, ln, err);
 			if (rc < 0)
 				goto fail;
@@ -129,9 +181,11 @@ fail:
 	return rc;
 }
 
-int bdsnap_conf_parse(const char *text, size_t len, struct bdsnap_conf_dev **out,
-		      size_t *count, struct bdsnap_conf_error *err)
+/* The devices into @out, @count, and the settings into @ret. */
+static int conf_parse(const char *text, size_t len, struct bdsnap_conf_dev **out,
+		      size_t *count, struct bdsnap_retention *ret, struct bdsnap_conf_error *err)
 {
+	struct conf_global g = { .ret = ret };
 	struct bdsnap_conf_dev *v = NULL;
 	const char *p = text, *end = text + len, *nl;
 	unsigned int ln = 0;
@@ -142,7 +196,7 @@ int bdsnap_conf_parse(const char *text, size_t len, struct bdsnap_conf_dev **out
 		return -EINVAL;
 	while (p < end) {
 		nl = memchr(p, '\n', end - p);
-		rc = conf_line(p, nl ? nl : end, ++ln, &v, &n, err);
+		rc = conf_line(p, nl ? nl : end, ++ln, &g, &v, &n, err);
 		if (rc < 0) {
 			bdsnap_conf_free(v, n);
 			return rc;
@@ -154,8 +208,17 @@ int bdsnap_conf_parse(const char *text, size_t len, struct bdsnap_conf_dev **out
 	return 0;
 }
 
-int bdsnap_conf_read(const char *file, struct bdsnap_conf_dev **out, size_t *count,
-		     struct bdsnap_conf_error *err)
+int bdsnap_conf_parse(const char *text, size_t len, struct bdsnap_conf_dev **out,
+		      size_t *count, struct bdsnap_conf_error *err)
+{
+	struct bdsnap_retention ignored;
+
+	return conf_parse(text, len, out, count, &ignored, err);
+}
+
+/* Read and parse @file: its devices, and the settings into @ret. */
+static int conf_read(const char *file, struct bdsnap_conf_dev **out, size_t *count,
+		     struct bdsnap_retention *ret, struct bdsnap_conf_error *err)
 {
 	struct stat st;
 	char *text;
@@ -185,14 +248,41 @@ int bdsnap_conf_read(const char *file, struct bdsnap_conf_dev **out, size_t *cou
 		close(fd);
 		return -ENOMEM;
 	}
-	rc = read_full(fd, text, st.st_size, 0);
+	rc = read_dev(fd, false, text, st.st_size, 0);
 	close(fd);
 	if (rc)		/* 1: shrank while being read */
 		rc = conf_err(err, 0, NULL, 0, NULL, rc < 0 ? rc : -EIO);
 	else
-		rc = bdsnap_conf_parse(text, st.st_size, out, count, err);
+		rc = conf_parse(text, st.st_size, out, count, ret, err);
 	free(text);
 	return rc;
+}
+
+int bdsnap_conf_read(const char *file, struct bdsnap_conf_dev **out, size_t *count,
+		     struct bdsnap_conf_error *err)
+{
+	struct bdsnap_retention ignored;
+
+	return conf_read(file, out, count, &ignored, err);
+}
+
+int bdsnap_conf_retention(const char *file, struct bdsnap_retention *ret,
+			  struct bdsnap_conf_error *err)
+{
+	struct bdsnap_retention found = BDSNAP_OPTS_INIT(found);
+	struct bdsnap_conf_dev *devs;
+	size_t n;
+	int rc;
+
+	if (!ret || ret->size < sizeof(found))
+		return -EINVAL;
+	rc = conf_read(file, &devs, &n, &found, err);
+	if (rc)
+		return rc;
+	bdsnap_conf_free(devs, n);
+	found.size = ret->size;
+	memcpy(ret, &found, sizeof(found));
+	return 0;
 }
 
 int bdsnap_conf_check(const struct bdsnap_conf_dev *devs, size_t count,

@@ -5,10 +5,12 @@
  *
  * Why it is exact: a block that no session since @s saved was never written
  * since, so the device still holds its pre-mount content; every other block
- * gets the pre-image of the oldest of those sessions, written last.  The
- * order of the steps matters for a device that is mounted now:
+ * gets the pre-image of the oldest of those sessions, written last (the
+ * chain, chain.c).  The order of the steps matters for a device that is
+ * mounted now:
  *
- *   1. verify every session, so a corrupt store stops us before any write;
+ *   1. verify every session, so a corrupt store stops us before any write,
+ *      and check that the device holds what the newest session left;
  *   2. copy the device (O_DIRECT for a block device: the page cache of a
  *      mounted device can hold changes that have not reached it, and whose
  *      pre-images do not exist yet);
@@ -33,7 +35,6 @@
 #include "internal.h"
 
 #define COPY_CHUNK	(1U << 20)
-#define DIO_ALIGN	4096U
 
 struct source {
 	int fd;
@@ -209,27 +210,6 @@ static int target_finish(struct target *t, int rc)
 	return rc;
 }
 
-/* @want bytes of the source at @off (a multiple of COPY_CHUNK) into @buf. */
-static int source_read(const struct source *src, uint8_t *buf, size_t want, uint64_t off)
-{
-	/* O_DIRECT wants aligned lengths; reading past the end just comes back short. */
-	size_t len = src->direct ? (want + DIO_ALIGN - 1) / DIO_ALIGN * DIO_ALIGN : want;
-	size_t got = 0;
-	ssize_t n;
-
-	while (got < want) {
-		n = pread(src->fd, buf + got, len - got, off + got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;	/* the source shrank under us */
-		got += n;
-	}
-	return 0;
-}
-
 static bool all_zero(const uint8_t *buf, size_t len)
 {
 	return !len || (!buf[0] && !memcmp(buf, buf + 1, len - 1));
@@ -255,9 +235,11 @@ static int copy_device(const struct source *src, struct target *t, uint64_t len,
 	posix_fadvise(src->fd, 0, len, POSIX_FADV_SEQUENTIAL);
 	for (off = 0; off < len && !rc; off += want) {
 		want = len - off < COPY_CHUNK ? len - off : COPY_CHUNK;
-		rc = source_read(src, buf, want, off);
+		rc = read_dev(src->fd, src->direct, buf, want, off);
 		if (rc)
 			*where = "source";
+		if (rc > 0)
+			rc = -EIO;	/* the source shrank under us */
 		else if (!(sparse && all_zero(buf, want)) && (rc = write_full(t->fd, buf, want, off)))
 			*where = "target";
 		progress_report(prog, off + want);
@@ -266,192 +248,65 @@ static int copy_device(const struct source *src, struct target *t, uint64_t len,
 	return rc;
 }
 
-/* record_fn: the once-per-session rule, then the pre-image onto the image. */
-struct overlay {
-	struct unique_ctx u;
-	struct writer w;
-};
-
-static int overlay_block(void *ctx, uint64_t block, const uint8_t *data, uint32_t len,
-			 uint64_t off)
+int bdsnap_chain_export(struct bdsnap_session *s, struct bdsnap_session *const *later,
+			size_t nlater, const char *source, const char *target,
+			const struct bdsnap_restore_opts *opts, struct bdsnap_chain_report *report)
 {
-	struct overlay *o = ctx;
-	int rc = add_unique(&o->u, block, data, len, off);
-
-	return rc ? rc : write_block(&o->w, block, data, len, off);
-}
-
-/* The sessions must describe one device, in order. */
-static int check_chain(struct bdsnap_session *const *all, size_t n, const char **refused)
-{
-	const struct bdsnap_session_info *first = &all[0]->info, *in;
-	size_t i;
-
-	for (i = 1; i < n; i++) {
-		in = &all[i]->info;
-		if (!in->path || strcmp(in->path, first->path) ||
-		    in->device_size != first->device_size || in->block_size != first->block_size)
-			return refuse(refused, -EINVAL, "later sessions are of another device");
-		if (strcmp(in->start, all[i - 1]->info.start) <= 0)
-			return refuse(refused, -EINVAL, "later sessions are not in start order");
-	}
-	return 0;
-}
-
-static int bad_session(struct bdsnap_export_report *rep, const struct bdsnap_session *s,
-		       const struct bdsnap_verify_report *v)
-{
-	rep->verify = *v;
-	rep->bad_session = s->info.dir;
-	return -EBADMSG;
-}
-
-/*
- * Apply every session's pre-images, newest first, so the oldest wins.  Each
- * log is read to the size verified, except an open one, which is read to its
- * size now: it may have grown while the device was copied.
- */
-static int overlay_all(struct bdsnap_session *const *all, size_t n, const uint64_t *verified,
-		       const uint64_t *records, int fd, struct progress *prog,
-		       struct bdsnap_export_report *rep)
-{
-	struct bdsnap_verify_report again;
-	struct overlay o;
-	size_t i;
-	bool open;
-	int rc = 0;
-
-	rep->later_blocks = 0;	/* counted again: an open log may have grown */
-	for (i = n; i-- > 0 && !rc;) {
-		open = all[i]->info.state_kind == BDSNAP_META_OPEN;
-		memset(&again, 0, sizeof(again));
-		o = (struct overlay){ .u.rep = &again,
-				      .w = { .fd = fd, .block_size = all[i]->info.block_size } };
-		rc = store_scan(all[i], open ? UINT64_MAX : verified[i], &again, overlay_block,
-				&o, prog);
-		blockset_free(&o.u.set);
-		prog->base += verified[i];
-		if (rc == -EBADMSG)
-			return bad_session(rep, all[i], &again);
-		/* A log only grows; anything else changed it between the passes. */
-		if (!rc && (open ? again.records < records[i] : again.records != records[i]))
-			rc = -EIO;
-		if (i) {
-			rep->later_blocks += o.w.blocks;
-		} else {
-			rep->blocks = o.w.blocks;
-			rep->bytes = o.w.bytes;
-		}
-	}
-	return rc;
-}
-
-/* Meta, state and every record of every session, before anything is written. */
-static int verify_all(struct bdsnap_session *const *all, size_t n, unsigned int flags,
-		      uint64_t *verified, uint64_t *records, struct progress *prog,
-		      struct bdsnap_export_report *rep)
-{
-	struct bdsnap_verify_report v;
-	size_t i;
-	int rc;
-
-	for (i = 0; i < n; i++) {
-		if (all[i]->meta_reason) {
-			report_bad(&v, "meta", all[i]->meta_offset, all[i]->meta_reason);
-			return bad_session(rep, all[i], &v);
-		}
-		rc = check_state(all[i], flags, &rep->refused);
-		if (rc)
-			return rc;
-	}
-	rc = check_chain(all, n, &rep->refused);
-	for (i = 0; i < n && !rc; i++) {
-		rc = session_verify(all[i], &v, prog, NULL);
-		if (rc == -EBADMSG)
-			return bad_session(rep, all[i], &v);
-		verified[i] = v.file_size;
-		records[i] = v.records;
-		prog->base += v.file_size;
-		if (i) {
-			rep->later_blocks += v.records;
-		} else {
-			rep->verify = v;
-			rep->blocks = v.records;
-			rep->bytes = v.bytes_raw;
-		}
-	}
-	return rc;
-}
-
-int bdsnap_session_export(struct bdsnap_session *s, struct bdsnap_session *const *later,
-			  size_t nlater, const char *source, const char *target,
-			  const struct bdsnap_restore_opts *opts,
-			  struct bdsnap_export_report *report)
-{
-	struct bdsnap_export_report local;
-	struct bdsnap_export_report *rep = report ? report : &local;
-	unsigned int flags = opts ? opts->flags : 0;
-	bool dry = flags & BDSNAP_RESTORE_DRY_RUN;
-	struct progress prog = { opts ? opts->progress : NULL, opts ? opts->ctx : NULL, 0, 0 };
-	struct bdsnap_session **all;
+	struct bdsnap_chain_report rep = { .size = sizeof(rep) };
 	struct source src = { .fd = -1 };
 	struct target t = { .fd = -1 };
-	uint64_t *verified, logs = 0, size;
-	size_t i, n = nlater + 1;
+	uint64_t size = s->info.device_size;
+	struct chain c;
+	bool dry;
 	int rc;
 
-	memset(rep, 0, sizeof(*rep));
-	if (!target || (nlater && !later))
+	if (!target)
 		return -EINVAL;
-	all = calloc(n, sizeof(*all));
-	verified = calloc(2 * n, sizeof(*verified));	/* sizes, then record counts */
-	if (!all || !verified) {
-		free(all);
-		return -ENOMEM;
-	}
-	all[0] = s;
-	for (i = 0; i < nlater; i++)
-		all[i + 1] = later[i];
-	for (i = 0; i < n; i++)
-		logs += blocks_size(all[i]);
-	size = s->info.device_size;
+	rc = chain_open(&c, s, later, nlater, opts);
+	if (rc)
+		return rc;
+	dry = c.dry;
 	/* Verify every log, copy the device, apply every log. */
-	prog.total = dry ? logs : 2 * logs + (size == BDSNAP_UNSET ? 0 : size);
+	c.prog.total = dry ? c.logs : 2 * c.logs + (size == BDSNAP_UNSET ? 0 : size);
 
-	rc = verify_all(all, n, flags, verified, verified + n, &prog, rep);
+	rc = chain_check(&c, &rep);
+	if (!rc)
+		rc = chain_verify(&c, &rep);
 	if (!rc) {
-		rep->where = "source";
+		rep.where = "source";
 		rc = source_open(source ? source : s->info.path, &src);
-		if (!rc && src.size < size)
-			rc = refuse(&rep->refused, -ERANGE,
-				    "source is smaller than the session's device");
+		if (!rc)
+			rc = chain_identity(&c, src.fd, src.direct, src.size, &rep);
 	}
 	if (!rc) {
-		rep->where = "target";
-		rc = target_prepare(target, &src, dry, &rep->refused, &t);
+		rep.where = "target";
+		rc = target_prepare(target, &src, dry, &rep.refused, &t);
+		rep.target_exists = t.exists;
 		if (!rc && t.fd >= 0 && !t.tmp && t.size < size)
-			rc = refuse(&rep->refused, -ENOSPC,
+			rc = refuse(&rep.refused, -ENOSPC,
 				    "target is smaller than the session's device");
 	}
+	if (!rc && !dry && t.exists)
+		rc = chain_confirm(&c, &rep);
 	if (!rc && !dry) {
-		rep->where = NULL;
-		rc = copy_device(&src, &t, size, &prog, &rep->where);
-		prog.base += size;
+		rep.where = NULL;
+		rc = copy_device(&src, &t, size, &c.prog, &rep.where);
+		c.prog.base += size;
 		if (!rc)
-			rc = overlay_all(all, n, verified, verified + n, t.fd, &prog, rep);
-		if (rc && rc != -EBADMSG && !rep->where)
-			rep->where = "target";	/* writing a pre-image */
+			rc = chain_apply(&c, t.fd, &rep);
+		if (rc && rc != -EBADMSG && !rep.where)
+			rep.where = "target";	/* writing a pre-image */
 	}
 	rc = target_finish(&t, rc);
-	if (rc && !rep->where && rc != -EBADMSG && !rep->refused)
-		rep->where = "target";	/* fsync or rename */
-	if (!rc)
-		rep->where = NULL;
+	if (rc && !rep.where && rc != -EBADMSG && !rep.refused && rc != -ECANCELED)
+		rep.where = "target";	/* fsync or rename */
+	if (!rc || rc == -ECANCELED)
+		rep.where = NULL;
 	if (!rc && !dry)
-		rep->image_size = size;
+		rep.image_size = size;
 	if (src.fd >= 0)
 		close(src.fd);
-	free(verified);
-	free(all);
+	chain_close(&c);
+	report_give(report, &rep);
 	return rc;
 }

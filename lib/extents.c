@@ -9,28 +9,6 @@
 
 #include "internal.h"
 
-static int by_block(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* The members of @set, sorted, in a new array of set->n entries. */
-static uint64_t *sorted_blocks(const struct blockset *set)
-{
-	uint64_t *v = malloc((set->n ? set->n : 1) * sizeof(*v));
-	size_t i, n = 0;
-
-	if (!v)
-		return NULL;
-	for (i = 0; i < set->cap; i++)
-		if (set->slot[i] != UINT64_MAX)
-			v[n++] = set->slot[i];
-	qsort(v, n, sizeof(*v), by_block);
-	return v;
-}
-
 int bdsnap_session_changed(struct bdsnap_session *s, struct bdsnap_extent **out,
 			   size_t *count, bdsnap_progress_fn progress, void *ctx,
 			   struct bdsnap_verify_report *report)
@@ -46,7 +24,7 @@ int bdsnap_session_changed(struct bdsnap_session *s, struct bdsnap_extent **out,
 	rc = session_verify(s, report ? report : &local, &prog, &set);
 	if (rc)
 		return rc;
-	blocks = sorted_blocks(&set);
+	blocks = blockset_sorted(&set);
 	if (set.n && blocks)
 		ext = malloc(set.n * sizeof(*ext));	/* at most one extent per block */
 	if (!blocks || (set.n && !ext)) {

@@ -68,6 +68,8 @@ struct blockset {
 /* blockset_add() - 0 added, 1 already there, -ENOMEM. */
 int blockset_add(struct blockset *set, uint64_t block);
 void blockset_free(struct blockset *set);
+/* blockset_sorted() - the members in ascending order, a new array of set->n (NULL: -ENOMEM). */
+uint64_t *blockset_sorted(const struct blockset *set);
 
 /* add_unique() - record_fn enforcing the once-per-session rule. */
 struct unique_ctx {
@@ -94,16 +96,94 @@ static inline bool valid_block_size(uint64_t bs)
 	return bs >= 512 && bs <= 65536 && !(bs & (bs - 1));
 }
 
+/*
+ * Symbol versions (libbdsnap.map): a function whose arguments changed keeps
+ * its old version for old programs (compat.c) and gets a new default one,
+ * each bound to an implementation of its own name.
+ */
+#define SYMVER(impl, versioned)	__asm__(".symver " #impl ", " versioned)
+
+/* bdsnap_module_load@@LIBBDSNAP_0.3, in module.c or nokmod.c. */
+int module_load_current(const struct bdsnap_load_opts *opts, struct bdsnap_load_report *report);
+
+/* ---- sha256.c ---- */
+
+struct sha256 {
+	uint32_t h[8];
+	uint64_t len;
+	uint8_t buf[64];
+};
+void sha256_init(struct sha256 *c);
+void sha256_update(struct sha256 *c, const void *data, size_t len);
+/* sha256_hex() - finish, and the digest as 64 lowercase hex digits. */
+void sha256_hex(struct sha256 *c, char out[65]);
+
+/* ---- chain.c: a session and the later ones of its device ---- */
+
+/*
+ * struct chain - what restore and export apply: @all[0] is the session,
+ * then the later ones, oldest first; @all[n - 1] is the newest.
+ * @verified, @records: per session, log bytes and records verified.
+ * @newest: the blocks the newest session saved (its fingerprint's blocks).
+ * @opts: the caller's options, completed to this version's struct; @dry:
+ *	BDSNAP_RESTORE_DRY_RUN.
+ * @logs: bytes of all the logs, for the progress total.
+ */
+struct chain {
+	struct bdsnap_session **all;
+	size_t n;
+	bool dry;
+	uint64_t logs;
+	uint64_t *verified, *records;
+	struct blockset newest;
+	struct bdsnap_restore_opts opts;
+	struct progress prog;
+};
+
+/* chain_open() - gather the sessions and the options.  -EINVAL, -ENOMEM. */
+int chain_open(struct chain *c, struct bdsnap_session *s, struct bdsnap_session *const *later,
+	       size_t nlater, const struct bdsnap_restore_opts *opts);
+void chain_close(struct chain *c);
+/* chain_check() - every meta, state and the order: cheap, before any file is opened. */
+int chain_check(struct chain *c, struct bdsnap_chain_report *rep);
+/* chain_verify() - every log, streamed; fills the counts of @rep. */
+int chain_verify(struct chain *c, struct bdsnap_chain_report *rep);
+/*
+ * chain_identity() - does @fd (@size bytes; @direct: opened O_DIRECT) hold
+ * what the newest session left?  -EMEDIUMTYPE with @rep->refused unless
+ * forced; -errno on a read error.
+ */
+int chain_identity(struct chain *c, int fd, bool direct, uint64_t size,
+		   struct bdsnap_chain_report *rep);
+/* chain_confirm() - ask the caller's confirm callback: 0 or -ECANCELED. */
+int chain_confirm(struct chain *c, struct bdsnap_chain_report *rep);
+/* chain_apply() - every pre-image onto @fd, newest session first. */
+int chain_apply(struct chain *c, int fd, struct bdsnap_chain_report *rep);
+/* report_give() - copy @rep to the caller's @out, as much as its size says. */
+void report_give(struct bdsnap_chain_report *out, const struct bdsnap_chain_report *rep);
+/*
+ * opts_take() - the caller's struct of @size bytes (its first field) into
+ * @dst of @dsize, zero-filled; -EINVAL when smaller than @min or larger with
+ * non-zero bytes past @dsize.
+ */
+int opts_take(void *dst, size_t dsize, const void *src, size_t min);
+
+/* ---- identity.c ---- */
+
+/* fs_uuid_read() - 32 hex digits of an ext2/3/4 or XFS UUID on @fd; -ENOENT if none. */
+int fs_uuid_read(int fd, bool direct, char out[33]);
+/*
+ * fingerprint() - meta end_sha256 of @blocks (sorted, distinct) on @fd:
+ * @sample receives the number of blocks hashed.  1 when a block lies past
+ * the end of @fd, -errno.
+ */
+int fingerprint(int fd, bool direct, const uint64_t *blocks, size_t n, uint64_t block_size,
+		uint64_t size, uint64_t *sample, char out[65]);
+
 /* ---- restore.c, shared with export.c ---- */
 
 /*
- * check_state() - may this session be restored or exported?  An open session
- * only if it is ordered, an incomplete one never, unless BDSNAP_RESTORE_FORCE.
- * Return: 0, or -EINPROGRESS / -ENODATA with *@refused set.
- */
-int check_state(const struct bdsnap_session *s, unsigned int flags, const char **refused);
-/*
- * target_open() - open @path for writing (read-only when @dry) unless it is
+ * target_open() - open @path read-write (read-only when @dry) unless it is
  * mounted or in use; a block device is opened O_EXCL.  *@fdp and the
  * target's *@size on success; -EBUSY with *@refused set; -ENOTBLK; -errno.
  */
@@ -124,8 +204,13 @@ int module_live(const char *name);
 
 /* read_small() - up to @cap - 1 bytes of a small file, NUL-terminated. */
 ssize_t read_small(const char *path, char *buf, size_t cap);
-/* read_full() - exactly @len bytes from @fd at @off: 0, 1 at end of file, -errno. */
-int read_full(int fd, void *buf, size_t len, uint64_t off);
+/*
+ * read_dev() - exactly @want bytes at @off of @fd; with @direct (O_DIRECT) the read
+ * is rounded up to DIO_ALIGN, so @buf must be aligned and that large.
+ * 0, 1 at the end of the file, -errno.
+ */
+#define DIO_ALIGN	4096U
+int read_dev(int fd, bool direct, void *buf, size_t want, uint64_t off);
 /* write_full() - all @len bytes to @fd at @off: 0 or -errno. */
 int write_full(int fd, const void *buf, size_t len, uint64_t off);
 

@@ -246,21 +246,25 @@ out:
 	return rc;
 }
 
-int bdsnap_module_load(const struct bdsnap_load_opts *opts, struct bdsnap_load_report *report)
+/* bdsnap_module_load() of LIBBDSNAP_0.3: its opts start with their size. */
+SYMVER(module_load_current, "bdsnap_module_load@@LIBBDSNAP_0.3");
+int module_load_current(const struct bdsnap_load_opts *opts, struct bdsnap_load_report *report)
 {
 	struct bdsnap_load_report scratch;
+	struct bdsnap_load_opts o;
 	struct kmod_ctx *ctx;
 	int rc;
 
 	if (!report)
 		report = &scratch;
 	memset(report, 0, sizeof(*report));
-	if (!opts)
+	/* The first struct with a size had size, password, from, params, flags. */
+	if (!opts || opts_take(&o, sizeof(o), opts, sizeof(o)))
 		return -EINVAL;
 	rc = ctx_new(&ctx);
 	if (rc < 0)
 		return rc;
-	rc = load(ctx, opts, report);
+	rc = load(ctx, &o, report);
 	kmod_unref(ctx);
 	return rc;
 }

@@ -8,7 +8,9 @@
 
 #include "internal.h"
 
-int bdsnap_module_load(const struct bdsnap_load_opts *opts, struct bdsnap_load_report *report)
+/* bdsnap_module_load() of LIBBDSNAP_0.3: its opts start with their size. */
+SYMVER(module_load_current, "bdsnap_module_load@@LIBBDSNAP_0.3");
+int module_load_current(const struct bdsnap_load_opts *opts, struct bdsnap_load_report *report)
 {
 	(void)opts;
 	(void)report;

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
- * Restore: write a session's pre-images back onto a device or image.
+ * Restore: write the pre-images of a session, and of the later sessions of
+ * its device, back onto the device or an image of it (the chain: chain.c).
  *
- * Order matters because a half-done restore is worse than none: check meta
- * and state, open and check the target (kept open, exclusively for a block
- * device, so nobody mounts it meanwhile), verify the whole log, check the
- * target's size against the verified device_size, and only then write, in a
- * second pass over exactly the bytes that were verified.
+ * Order matters because a half-done restore is worse than none: check every
+ * meta and state, open and check the target (kept open, exclusively for a
+ * block device, so nobody mounts it meanwhile), verify every log, check the
+ * target's identity against the newest session, ask, and only then write,
+ * in a second pass over exactly the bytes that were verified.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -95,7 +96,8 @@ int backs_mounted_loop(const struct stat *img)
 
 int target_open(const char *path, bool dry, const char **refused, int *fdp, uint64_t *size)
 {
-	int mode = (dry ? O_RDONLY : O_WRONLY) | O_CLOEXEC;
+	/* Read too: the identity check reads the blocks it is about to overwrite. */
+	int mode = (dry ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 	struct stat st;
 	int fd, rc;
 
@@ -149,79 +151,49 @@ int write_block(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, ui
 	return 0;
 }
 
-int check_state(const struct bdsnap_session *s, unsigned int flags, const char **refused)
+int bdsnap_chain_restore(struct bdsnap_session *s, struct bdsnap_session *const *later,
+			 size_t nlater, const char *target, const struct bdsnap_restore_opts *opts,
+			 struct bdsnap_chain_report *report)
 {
-	if (flags & BDSNAP_RESTORE_FORCE)
-		return 0;
-	switch (s->info.state_kind) {
-	case BDSNAP_META_OPEN:
-		/* Ordered: no block reached the device before its pre-image was durable. */
-		if (s->info.ordered == 1)
-			return 0;
-		return refuse(refused, -EINPROGRESS,
-			      "session is open and not ordered (device still mounted, "
-			      "or a crash may have lost pre-images)");
-	case BDSNAP_META_INCOMPLETE:
-		return refuse(refused, -ENODATA, "session is incomplete (pre-images were lost)");
-	default:
-		return 0;
-	}
-}
-
-int bdsnap_session_restore(struct bdsnap_session *s, const char *target,
-			   const struct bdsnap_restore_opts *opts,
-			   struct bdsnap_restore_report *report)
-{
-	struct bdsnap_restore_report local;
-	struct bdsnap_restore_report *rep = report ? report : &local;
-	struct bdsnap_verify_report again = { 0 };
-	unsigned int flags = opts ? opts->flags : 0;
-	bool dry = flags & BDSNAP_RESTORE_DRY_RUN;
-	struct progress prog = { opts ? opts->progress : NULL, opts ? opts->ctx : NULL, 0, 0 };
-	struct writer w = { .fd = -1 };
+	struct bdsnap_chain_report rep = { .size = sizeof(rep) };
+	struct chain c;
 	uint64_t size;
-	int rc;
+	int rc, fd = -1;
+	bool dry;
 
-	memset(rep, 0, sizeof(*rep));
-	if (s->meta_reason)
-		return report_bad(&rep->verify, "meta", s->meta_offset, s->meta_reason);
-	rc = check_state(s, flags, &rep->refused);
+	rc = chain_open(&c, s, later, nlater, opts);
 	if (rc)
 		return rc;
-	if (!target)
-		target = s->info.path;
-	rc = target_open(target, dry, &rep->refused, &w.fd, &size);
-	if (rc)
-		return rc;
-	/* Two passes over the log (verify, write), one in a dry run. */
-	prog.total = blocks_size(s) * (dry ? 1 : 2);
-	/* Size only after verify: a damaged device_size is corruption, not a refusal. */
-	rc = session_verify(s, &rep->verify, &prog, NULL);
-	if (!rc && size < s->info.device_size)
-		rc = refuse(&rep->refused, -ENOSPC, "target is smaller than the session's device");
-	if (rc || dry) {
-		rep->blocks = rc ? 0 : rep->verify.records;
-		rep->bytes = rc ? 0 : rep->verify.bytes_raw;
-		close(w.fd);
-		return rc;
-	}
+	dry = c.dry;
+	/* Two passes over every log (verify, write), one in a dry run. */
+	c.prog.total = c.logs * (dry ? 1 : 2);
 
-	w.block_size = s->info.block_size;
-	prog.base = rep->verify.file_size;
-	rc = store_scan(s, rep->verify.file_size, &again, write_block, &w, &prog);
-	rep->blocks = w.blocks;
-	rep->bytes = w.bytes;
-	/* A log that changed between the passes is a failed restore, not a success. */
-	if (!rc && again.records != rep->verify.records)
-		rc = -EIO;
-	if (rc == -EBADMSG) {
-		rep->verify.bad_file = again.bad_file;
-		rep->verify.bad_offset = again.bad_offset;
-		rep->verify.reason = again.reason;
+	rc = chain_check(&c, &rep);
+	if (!rc) {
+		/* Held open to the end: nobody mounts a block device opened O_EXCL. */
+		rep.where = "target";
+		rc = target_open(target ? target : s->info.path, dry, &rep.refused, &fd, &size);
+		if (!rc)
+			rep.where = NULL;
 	}
-	if (!rc && fsync(w.fd))
+	if (!rc)
+		rc = chain_verify(&c, &rep);
+	if (!rc) {
+		rc = chain_identity(&c, fd, false, size, &rep);
+		rep.where = rc ? "target" : NULL;
+	}
+	if (!rc && !dry)
+		rc = chain_confirm(&c, &rep);
+	if (!rc && !dry) {
+		rc = chain_apply(&c, fd, &rep);
+		if (!rc && fsync(fd))
+			rc = -errno;
+		if (rc && rc != -EBADMSG)
+			rep.where = "target";
+	}
+	if (fd >= 0 && close(fd) && !rc && !dry)
 		rc = -errno;
-	if (close(w.fd) && !rc)
-		rc = -errno;
+	chain_close(&c);
+	report_give(report, &rep);
 	return rc;
 }

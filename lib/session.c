@@ -47,6 +47,12 @@ static const struct meta_key {
 	U64(bytes_raw, NULL),
 	U64(bytes_stored, NULL),
 	U64(errors, NULL),
+	STR(fs_type, NULL),
+	STR(fs_uuid, NULL),
+	STR(image_dev, NULL),
+	U64(image_ino, NULL),
+	U64(end_sample, NULL),
+	STR(end_sha256, NULL),
 #undef STR
 #undef U64
 };
@@ -108,6 +114,16 @@ static int hexval(char c)
 	if (c >= 'A' && c <= 'F')
 		return c - 'A' + 10;
 	return -1;
+}
+
+static bool is_hex(const char *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (hexval(p[i]) < 0)
+			return false;
+	return !p[len];
 }
 
 static bool parse_uuid(const char *p, uint8_t uuid[16])
@@ -194,6 +210,12 @@ static void fill_info(struct bdsnap_session *s)
 		meta_fail(s, meta_offset(s, "uuid"), "uuid in meta is not 32 hex digits");
 	if (in->block_size != BDSNAP_UNSET && !valid_block_size(in->block_size))
 		meta_fail(s, meta_offset(s, "block_size"), "block_size in meta is not a power of two in 512..65536");
+	if (in->fs_uuid && !is_hex(in->fs_uuid, 32))
+		meta_fail(s, meta_offset(s, "fs_uuid"), "fs_uuid in meta is not 32 hex digits");
+	if (in->end_sha256 && !is_hex(in->end_sha256, 64))
+		meta_fail(s, meta_offset(s, "end_sha256"), "end_sha256 in meta is not 64 hex digits");
+	if (in->end_sha256 && (in->end_sample == BDSNAP_UNSET || in->end_sample > 256))
+		meta_fail(s, meta_offset(s, "end_sha256"), "end_sha256 in meta without an end_sample of 0..256");
 	if (in->ordered != BDSNAP_UNSET && in->ordered > 1)
 		meta_fail(s, meta_offset(s, "ordered"), "ordered in meta is not 0 or 1");
 }
@@ -219,7 +241,7 @@ static int read_meta(struct bdsnap_session *s)
 		rc = -ENOMEM;
 	else {
 		s->meta_size = st.st_size;
-		rc = read_full(fd, s->text, st.st_size, 0);
+		rc = read_dev(fd, false, s->text, st.st_size, 0);
 		rc = rc > 0 ? -EIO : rc;	/* shrank under us */
 		s->text[st.st_size] = '\0';
 	}

@@ -49,7 +49,7 @@ static int rd_read(struct reader *r, void *dst, size_t n)
 	while (n) {
 		if (r->pos == r->len) {
 			k = r->end - r->off < READ_BUF ? r->end - r->off : READ_BUF;
-			rc = k ? read_full(r->fd, r->buf, k, r->off) : 1;
+			rc = k ? read_dev(r->fd, false, r->buf, k, r->off) : 1;
 			if (rc)
 				return rc > 0 ? -EIO : rc;
 			r->len = k;
@@ -294,6 +294,27 @@ void blockset_free(struct blockset *set)
 {
 	free(set->slot);
 	*set = (struct blockset){ 0 };
+}
+
+static int by_block(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+uint64_t *blockset_sorted(const struct blockset *set)
+{
+	uint64_t *v = malloc((set->n ? set->n : 1) * sizeof(*v));
+	size_t i, n = 0;
+
+	if (!v)
+		return NULL;
+	for (i = 0; i < set->cap; i++)
+		if (set->slot[i] != UINT64_MAX)
+			v[n++] = set->slot[i];
+	qsort(v, n, sizeof(*v), by_block);
+	return v;
 }
 
 /* record_fn: the once-per-session rule; @ctx is a struct unique_ctx. */

@@ -6,22 +6,22 @@
 
 #include "internal.h"
 
-int read_full(int fd, void *buf, size_t len, uint64_t off)
+int read_dev(int fd, bool direct, void *buf, size_t want, uint64_t off)
 {
-	char *p = buf;
-	ssize_t got;
+	/* O_DIRECT wants aligned lengths; reading past the end just comes back short. */
+	size_t len = direct ? (want + DIO_ALIGN - 1) / DIO_ALIGN * DIO_ALIGN : want;
+	size_t got = 0;
+	ssize_t n;
 
-	while (len) {
-		got = pread(fd, p, len, off);
-		if (got < 0 && errno == EINTR)
+	while (got < want) {
+		n = pread(fd, (char *)buf + got, len - got, off + got);
+		if (n < 0 && errno == EINTR)
 			continue;
-		if (got < 0)
+		if (n < 0)
 			return -errno;
-		if (got == 0)
+		if (n == 0)
 			return 1;
-		p += got;
-		len -= got;
-		off += got;
+		got += n;
 	}
 	return 0;
 }

@@ -8,7 +8,10 @@
 #
 # Products, in build/arm64/out/:
 #   bdsnap.ko singlefilefs.ko      against Debian's arm64 headers (vermagic checked)
-#   bdsnap mkfs.singlefilefs       static aarch64 executables (busybox guest)
+#   mkfs.singlefilefs              a static aarch64 executable (busybox guest)
+#   bdsnap                         a script running bdsnap.bin, the CLI, with
+#                                  lib/ (the arm64 loader, libc, libsmartcols):
+#                                  Debian has no static libsmartcols
 #   bdsnap-ioctl-test              static; tests/arm64/ioctl_test.c
 #   libbdsnap.a libbdsnap.so.0     the library, as the x86 build makes it
 # usctm is x86-64 only: its Makefile skips it for ARCH=arm64 (checked below).
@@ -82,12 +85,14 @@ run "${MAKE[@]}" -C "$SRC/usctm" "${KARGS[@]}" all
 grep -q "usctm: x86-64 only" "$LOG" || die "usctm did not skip itself for ARCH=arm64"
 
 # --- user space -------------------------------------------------------------------
-# WITH_KMOD=0: Debian has no static libkmod, and the busybox guest runs only
-# static executables (bdsnap load/unload are tested on x86-64).
+# WITH_KMOD=0: Debian has no static libkmod (bdsnap load/unload are tested on
+# x86-64). The busybox guest has no libc: the CLI, which needs libsmartcols
+# (shared only), runs through the arm64 loader with the libraries in out/lib.
 UARGS=(CC="${CROSS_COMPILE}gcc" AR="${CROSS_COMPILE}ar" WITH_KMOD=0)
 UCFLAGS="-O2 -g $ZLIB_CFLAGS"
 run "${MAKE[@]}" -C "$SRC/lib" "${UARGS[@]}" CFLAGS="$UCFLAGS" LDFLAGS="$ZLIB_LDFLAGS" all
-run "${MAKE[@]}" -C "$SRC/cli" "${UARGS[@]}" CFLAGS="$UCFLAGS" LDFLAGS="-static $ZLIB_LDFLAGS" bdsnap
+run "${MAKE[@]}" -C "$SRC/cli" "${UARGS[@]}" CFLAGS="$UCFLAGS" LDFLAGS="$ZLIB_LDFLAGS" \
+	ZLIB_LIBS="$LIBDIR/libz.a" bdsnap
 run "${MAKE[@]}" -C "$SRC/singlefile_fs" "${UARGS[@]}" LDFLAGS=-static mkfs.singlefilefs
 TEST_SRC=$HERE/ioctl_test.c
 if [ ! -x "$OUT/out/bdsnap-ioctl-test" ] || [ "$TEST_SRC" -nt "$OUT/out/bdsnap-ioctl-test" ] ||
@@ -102,10 +107,24 @@ if grep -i "warning" "$LOG" | grep -v "^Skipping BTF generation"; then
 fi
 
 # --- collect and check ------------------------------------------------------------
-for p in module/bdsnap.ko singlefile_fs/singlefilefs.ko cli/bdsnap singlefile_fs/mkfs.singlefilefs \
+for p in module/bdsnap.ko singlefile_fs/singlefilefs.ko singlefile_fs/mkfs.singlefilefs \
 	 lib/libbdsnap.a lib/libbdsnap.so.0; do
 	cmp -s "$SRC/$p" "$OUT/out/$(basename "$p")" || cp "$SRC/$p" "$OUT/out/"
 done
+cmp -s "$SRC/cli/bdsnap" "$OUT/out/bdsnap.bin" || cp "$SRC/cli/bdsnap" "$OUT/out/bdsnap.bin"
+mkdir -p "$OUT/out/lib"
+for f in "$CROSS_SYSROOT/lib/ld-linux-aarch64.so.1" "$CROSS_SYSROOT/lib/libc.so.6" \
+	 "$LIBDIR/libsmartcols.so.1"; do
+	cmp -s "$f" "$OUT/out/lib/$(basename "$f")" || cp -L "$f" "$OUT/out/lib/"
+done
+cat >"$OUT/out/bdsnap.new" <<'EOF'
+#!/bin/sh
+# The arm64 bdsnap, with the loader and libraries beside it (tests/arm64/build.sh).
+here=${0%/*}
+exec "$here/lib/ld-linux-aarch64.so.1" --library-path "$here/lib" "$here/bdsnap.bin" "$@"
+EOF
+chmod 755 "$OUT/out/bdsnap.new"
+mv "$OUT/out/bdsnap.new" "$OUT/out/bdsnap"
 for ko in bdsnap.ko singlefilefs.ko; do
 	vm=$(modinfo -F vermagic "$OUT/out/$ko")
 	case $vm in
@@ -113,12 +132,17 @@ for ko in bdsnap.ko singlefilefs.ko; do
 	*) die "$ko: vermagic '$vm' is not for $RELEASE aarch64" ;;
 	esac
 done
-for exe in bdsnap mkfs.singlefilefs bdsnap-ioctl-test libbdsnap.so.0; do
+for exe in bdsnap.bin mkfs.singlefilefs bdsnap-ioctl-test libbdsnap.so.0 lib/libsmartcols.so.1 \
+	   lib/libc.so.6; do
 	machine=$(LC_ALL=C readelf -h "$OUT/out/$exe" | sed -n 's/^ *Machine: *//p')
 	[ "$machine" = AArch64 ] || die "$exe: machine '$machine', not AArch64"
 done
-for exe in bdsnap mkfs.singlefilefs bdsnap-ioctl-test; do
+for exe in mkfs.singlefilefs bdsnap-ioctl-test; do
 	LC_ALL=C readelf -l "$OUT/out/$exe" | grep -q "Requesting program interpreter" &&
 		die "$exe is not static: the busybox guest has no libc"
 done
+# bdsnap.bin needs only what out/lib holds (libz is linked in).
+needed=$(LC_ALL=C readelf -d "$OUT/out/bdsnap.bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort | xargs)
+want="ld-linux-aarch64.so.1 libc.so.6 libsmartcols.so.1"
+[ "$needed" = "$want" ] || die "bdsnap.bin needs '$needed', not '$want' (out/lib)"
 say "built for arm64 ($RELEASE) in $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }") s: $OUT/out"

@@ -2,15 +2,16 @@
 # Fetch (once) what the arm64 cross-build and the emulated arm64 guest need:
 # the cross compiler and qemu-system-aarch64 on the host, and Debian's arm64
 # kernel (Image + modules), its headers, the amd64 kbuild tools of the same
-# version, busybox-static:arm64 and zlib:arm64, unpacked into a cache outside
-# the clone.
+# version, busybox-static:arm64, zlib:arm64 and libsmartcols:arm64, unpacked
+# into a cache outside the clone.
 #
 #   tests/arm64/deps.sh          install/fetch if needed; print the cache directory
 #   tests/arm64/deps.sh --path   print the cache directory if a complete one
 #                                exists, else exit 1 (installs nothing)
 #
-# Cache: $BDSNAP_CACHE (default /var/cache/bdsnap)/arm64-<kernel ABI>/, e.g.
-# arm64-6.1.0-44. The ABI is the one Debian's meta package linux-image-arm64
+# Cache: $BDSNAP_CACHE (default /var/cache/bdsnap)/arm64-v<LAYOUT>-<kernel ABI>/,
+# e.g. arm64-v2-6.1.0-44 (LAYOUT grows when the cache gains packages, so an
+# older cache is fetched again rather than found incomplete). The ABI is the one Debian's meta package linux-image-arm64
 # depends on now (old ABIs leave the mirror when Debian bumps them). It holds
 #   debs/        the downloaded packages
 #   root/        all of them unpacked with dpkg -x (one tree):
@@ -22,13 +23,17 @@
 #     usr/lib/linux-kbuild-6.1/             amd64 fixdep/modpost (same version)
 #     bin/busybox                           busybox-static:arm64
 #     usr/lib/aarch64-linux-gnu/libz.a, usr/include/zlib.h   zlib:arm64
+#     usr/lib/aarch64-linux-gnu/libsmartcols.so*   libsmartcols:arm64 (Debian
+#                  ships no static one: the arm64 CLI is linked dynamically)
 #   env          shell-sourceable: ABI, RELEASE, KDIR, IMAGE, MODDIR, BUSYBOX,
-#                ZLIB_CFLAGS, ZLIB_LDFLAGS, CROSS_COMPILE
+#                ZLIB_CFLAGS, ZLIB_LDFLAGS, LIBDIR (the arm64 libraries),
+#                CROSS_SYSROOT (the cross libc: loader and libc.so.6), CROSS_COMPILE
 #   complete     written last: its presence means the cache is usable
 # A second run finds `complete` and does nothing (no apt-get update, no download).
 set -euo pipefail
 
 CACHE_ROOT=${BDSNAP_CACHE:-/var/cache/bdsnap}
+LAYOUT=2
 # Host packages. qemu-system-arm ships qemu-system-aarch64; gcc-aarch64-linux-gnu
 # brings aarch64-linux-gnu-gcc-12, the name Debian's arm64 headers ask for.
 HOST_PACKAGES="gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu
@@ -53,11 +58,11 @@ current_abi() {
 
 if [ "${1:-}" = --path ]; then
 	abi=$(current_abi || true)
-	if [ -n "$abi" ] && [ -e "$CACHE_ROOT/arm64-$abi/complete" ]; then
-		echo "$CACHE_ROOT/arm64-$abi"
+	if [ -n "$abi" ] && [ -e "$CACHE_ROOT/arm64-v$LAYOUT-$abi/complete" ]; then
+		echo "$CACHE_ROOT/arm64-v$LAYOUT-$abi"
 		exit 0
 	fi
-	cache_newest_complete "$CACHE_ROOT"/arm64-* || exit 1
+	cache_newest_complete "$CACHE_ROOT"/arm64-v$LAYOUT-* || exit 1
 	exit 0
 elif [ $# -gt 0 ]; then
 	die "usage: $0 [--path]"
@@ -94,7 +99,7 @@ if [ -z "$ABI" ]; then
 	ABI=$(current_abi)
 fi
 [ -n "$ABI" ] || die "apt-cache knows no linux-image-arm64:arm64 (arm64 apt lists missing?)"
-CACHE=$CACHE_ROOT/arm64-$ABI
+CACHE=$CACHE_ROOT/arm64-v$LAYOUT-$ABI
 # One fetcher per cache directory: a second caller waits, then finds it complete.
 cache_enter "$CACHE"
 
@@ -119,6 +124,8 @@ DEBS=(
 	busybox-static:arm64
 	zlib1g-dev:arm64
 	zlib1g:arm64
+	libsmartcols-dev:arm64
+	libsmartcols1:arm64
 )
 
 download() {
@@ -173,6 +180,11 @@ BUSYBOX=$ROOT/bin/busybox
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing"
 ZLIB_LIB=$ROOT/usr/lib/aarch64-linux-gnu
 [ -f "$ZLIB_LIB/libz.a" ] && [ -f "$ROOT/usr/include/zlib.h" ] || die "zlib:arm64 incomplete"
+[ -e "$ZLIB_LIB/libsmartcols.so" ] && [ -e "$ZLIB_LIB/libsmartcols.so.1" ] ||
+	die "libsmartcols:arm64 incomplete"
+CROSS_SYSROOT=/usr/aarch64-linux-gnu
+[ -e "$CROSS_SYSROOT/lib/ld-linux-aarch64.so.1" ] && [ -e "$CROSS_SYSROOT/lib/libc.so.6" ] ||
+	die "$CROSS_SYSROOT/lib: no arm64 loader and libc (libc6-dev-arm64-cross)"
 command -v "${CROSS_COMPILE}gcc" >/dev/null || die "${CROSS_COMPILE}gcc not found"
 command -v qemu-system-aarch64 >/dev/null || die "qemu-system-aarch64 not found"
 
@@ -187,6 +199,8 @@ MODDIR=$MODDIR
 BUSYBOX=$BUSYBOX
 ZLIB_CFLAGS=-I$ROOT/usr/include
 ZLIB_LDFLAGS=-L$ZLIB_LIB
+LIBDIR=$ZLIB_LIB
+CROSS_SYSROOT=$CROSS_SYSROOT
 CROSS_COMPILE=$CROSS_COMPILE
 EOF
 date -u +%Y-%m-%dT%H:%M:%SZ >"$CACHE/complete"

@@ -47,7 +47,8 @@ DEPS = HERE / "deps.sh"
 
 # Needed in the initramfs to mount the 9p shares; their dependencies come first.
 STAGE1_MODULES = ["virtio_mmio", "9pnet_virtio", "9p"]
-PRODUCTS = ["bdsnap.ko", "singlefilefs.ko", "bdsnap", "mkfs.singlefilefs", "bdsnap-ioctl-test"]
+PRODUCTS = ["bdsnap.ko", "singlefilefs.ko", "bdsnap", "bdsnap.bin", "mkfs.singlefilefs",
+            "bdsnap-ioctl-test"]
 
 KERNEL_ARGS = ("console=ttyAMA0 rdinit=/init panic=-1 oops=panic panic_on_warn=1 "
                "softlockup_panic=1 hung_task_panic=1 printk.devkmsg=on")
@@ -353,8 +354,9 @@ def host_store_check(results: Path, amd64_cli: Path) -> tuple[bool, str]:
                        text=True)
     if p.returncode:
         return False, f"amd64 bdsnap show exited {p.returncode}: {p.stderr}"
-    ours = json.loads(p.stdout)
-    theirs = json.loads((keep / "show-arm64.json").read_text())
+    # `show -J` is {"sessions": [one row]} (bdsnap(8), OUTPUT).
+    ours = json.loads(p.stdout)["sessions"][0]
+    theirs = json.loads((keep / "show-arm64.json").read_text())["sessions"][0]
     # Fields both CLIs print (a work tree's two builds may be of different
     # revisions; `make test` builds both from one); the core ones must be there.
     core = {"uuid", "state", "tracker", "device_size", "block_size", "blocks_saved",

@@ -140,8 +140,8 @@ static int needs_force(const struct bdsnap_session_info *in)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct bdsnap_restore_opts opts = { .flags = BDSNAP_RESTORE_FORCE }, dry = { 0 };
-	struct bdsnap_restore_report rr;
+	struct bdsnap_restore_opts opts = BDSNAP_OPTS_INIT(opts), dry = BDSNAP_OPTS_INIT(dry);
+	struct bdsnap_chain_report rr = BDSNAP_OPTS_INIT(rr);
 	struct bdsnap_verify_report vr;
 	struct bdsnap_session **list;
 	struct bdsnap_session *s;
@@ -183,16 +183,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	(void)(touch(vr.bad_file) + touch(vr.reason));
 
 	/* `bdsnap restore --dry-run` (no --force): never accepts what verify rejects */
-	memset(&rr, 0, sizeof(rr));
+	opts.flags = BDSNAP_RESTORE_FORCE;
 	dry.flags = BDSNAP_RESTORE_DRY_RUN;
-	rrc = bdsnap_session_restore(s, target, &dry, &rr);
+	rrc = bdsnap_chain_restore(s, NULL, 0, target, &dry, &rr);
 	if (vrc == -EBADMSG && rrc == 0)
 		abort();
 	if (rrc == 0 && needs_force(bdsnap_session_info(s)))
 		abort();	/* restored without --force what needs it */
 
-	memset(&rr, 0, sizeof(rr));
-	rrc = bdsnap_session_restore(s, target, &opts, &rr);
+	rrc = bdsnap_chain_restore(s, NULL, 0, target, &opts, &rr);
 	(void)(touch(rr.refused) + touch(rr.verify.reason) + touch(rr.verify.bad_file));
 	if (vrc == -EBADMSG && rrc == 0)
 		abort();	/* restored a session that verify rejected */
@@ -200,7 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();	/* restore rejected a session that verify accepted */
 	if (rrc == 0 && (rr.blocks != vr.records || rr.verify.records != vr.records))
 		abort();	/* wrote a different set of records than verify counted */
-	if (rrc == 0 || rr.blocks) {
+	if (rrc == 0 || rr.wrote) {
 		struct stat st;
 
 		if (stat(target, &st) || st.st_size != TARGET_SIZE)

@@ -44,11 +44,12 @@ def fill(mnt, tag, mb=4):
 
 
 def json_out(*args):
+    """-J output: an object whose members are arrays of rows (bdsnap(8), OUTPUT)."""
     return json.loads(cli(*args, "--json").stdout)
 
 
 def status_of(path):
-    (dev,) = [d for d in json_out("status") if d["path"] == str(path)]
+    (dev,) = [d for d in json_out("status")["devices"] if d["path"] == str(path)]
     return dev
 
 
@@ -83,7 +84,7 @@ def test_activate_with_password_fd_and_passfile(bdsnap, make_disk, tmp_path):
     private.chmod(0o600)
     cli("deactivate", disk.image, "--passfile", private)
     disk.active = None
-    assert json_out("status") == []
+    assert json_out("status")["devices"] == []
     res = cli("activate", disk.image, check=False, password="wrong")
     assert res.returncode == 1 and "wrong password" in res.stderr
 
@@ -104,10 +105,10 @@ def test_listings_changed_verify_export_restore(bdsnap, make_disk, tmp_path):
     assert live["state"] == "open" and live["session"] == session.name
     assert live["blocks_saved"] > 0 and live["queue_depth"] >= 0 and "ratio" in live
     assert live["devname"] == Path(disk.loop).name and live["errors"] == 0
-    text = cli("status").stdout
-    assert f"session:       {session.name}" in text and "ratio:" in text
+    text = cli("status", "-o", "PATH,SESSION,RATIO").stdout
+    assert session.name in text and "RATIO" in text
     shown = cli("show", session).stdout
-    assert "open (not restorable unless --force: a crash may have lost pre-images)" in shown
+    assert "not restorable unless --force: a crash may have lost pre-images" in shown
     res = cli("export", session, "--to", tmp_path / "live.img", check=False)
     assert res.returncode == 4 and "use --force" in res.stderr
 
@@ -118,15 +119,15 @@ def test_listings_changed_verify_export_restore(bdsnap, make_disk, tmp_path):
     info = meta(session)
     assert info["state"] == "complete"
 
-    listed = json_out("sessions", disk.image)
+    listed = json_out("sessions", disk.image)["sessions"]
     assert [s["name"] for s in listed] == [session.name]
     assert listed[0]["blocks_saved"] == int(info["blocks_saved"])
-    assert json_out("show", session.name)["restorable"] is True
+    assert json_out("show", session.name)["sessions"][0]["restorable"] is True
     out = cli("verify", session).stdout
     assert f"ok: {info['blocks_saved']} blocks" in out
 
     ext = json_out("changed", session)
-    assert ext["blocks"] == int(info["blocks_saved"]) and ext["extents"]
+    assert ext["changed"][0]["blocks"] == int(info["blocks_saved"]) and ext["extents"]
     covered = set()
     for e in ext["extents"]:
         assert e["offset"] == e["block"] * BS and e["length"] == e["blocks"] * BS
@@ -155,7 +156,7 @@ def test_export_while_mounted_ordered(bdsnap, make_disk, tmp_path, via):
     mnt = disk.mount()
     fill(mnt, "first", mb=2)
     session = new_session(seen)
-    assert "open (ordered: restorable after a crash)" in cli("show", session).stdout
+    assert "ordered: restorable after a crash" in cli("show", session).stdout
     assert meta(session)["path"] == str(disk.image if via == "image" else disk.loop)
 
     stop = threading.Event()
@@ -223,10 +224,12 @@ def test_restore_refuses_mounted_target(bdsnap, make_disk):
     disk.mount()  # a second session is open now
     try:
         for target in (disk.loop, disk.image):
+            # The open later session is part of the first one's chain: refused first.
             res = cli("restore", first, "--to", target, check=False)
             assert res.returncode == 4, res.stderr
+            assert "refused: session is open and not ordered" in res.stderr
+            res = cli("restore", first, "--to", target, "--force", check=False)
+            assert res.returncode == 4, "--force must not override a mounted target"
             assert "refused: target" in res.stderr
-        res = cli("restore", first, "--to", disk.loop, "--force", check=False)
-        assert res.returncode == 4, "--force must not override a mounted target"
     finally:
         disk.umount()

@@ -5,6 +5,7 @@ single definition, so the tests follow the header instead of restating it.
 Every helper produces valid bytes unless told otherwise, and a field can be
 overridden to build one precise violation at a time.
 """
+import hashlib
 import random
 import re
 import struct
@@ -116,23 +117,55 @@ def block_content(n, size=BS, noisy=False, seed=0):
     return data
 
 
+def fingerprint(image, blocks, device_size, block_size=BS):
+    """meta end_sample and end_sha256 (docs/format.md) of @blocks on @image (bytes).
+
+    Up to 256 of the distinct saved blocks, ascending (more: those at
+    floor(i * N / 256)); the hash covers each one's number as 8 bytes
+    little-endian, then its content on the device at the session's end.
+    """
+    b = sorted(set(blocks))
+    sample = b if len(b) <= 256 else [b[i * len(b) // 256] for i in range(256)]
+    h = hashlib.sha256()
+    for n in sample:
+        h.update(struct.pack("<Q", n))
+        h.update(image[n * block_size:min((n + 1) * block_size, device_size)])
+    return len(sample), h.hexdigest()
+
+
 class Session:
-    """One session directory: meta lines and the blocks log, written on demand."""
+    """One session directory: meta lines and the blocks log, written on demand.
+
+    identity: start keys the module writes after the mount (fs_type, fs_uuid,
+    image_dev, image_ino), as a dict.  end_keys: write end_sample and
+    end_sha256 when the session ended (not open), computed over the file at
+    meta path (or `end=` bytes given to write()) as it is then: write a
+    session once the device holds what it left.
+    """
 
     def __init__(self, root, name, device_size, path, state="complete", devname="loop0",
-                 start="2024-05-01T10:00:00.000000000Z", block_size=BS, uuid=UUID, ordered=0):
+                 start="2024-05-01T10:00:00.000000000Z", block_size=BS, uuid=UUID, ordered=0,
+                 identity=None, end_keys=True):
         self.dir = Path(root) / name
         self.device_size = device_size
+        self.block_size = block_size
+        self.path = path
         self.header = store_header(device_size, block_size, uuid)
         self.records = []
         self.meta = [("format", C["BDSNAP_STORE_VERSION"]), ("uuid", uuid.hex()),
                      ("path", path), ("devname", devname), ("device_size", device_size),
                      ("block_size", block_size), ("tracker", "bio"), ("ordered", ordered),
                      ("start", start), ("state", "open")]
+        self.meta += list((identity or {}).items())
         self.end_state = state
+        self.end_keys = end_keys
 
     def add(self, blob):
         self.records.append(blob)
+
+    def blocks(self):
+        """Block numbers of the records."""
+        return [struct.unpack_from("<Q", r, RECORD.offset("block"))[0] for r in self.records]
 
     def offsets(self):
         """Byte offset of each record in the blocks file."""
@@ -145,7 +178,7 @@ class Session:
     def blocks_bytes(self):
         return self.header + b"".join(self.records)
 
-    def meta_text(self, counters=True):
+    def meta_text(self, counters=True, end=None):
         lines = list(self.meta)
         if self.end_state != "open":
             if counters:
@@ -153,11 +186,18 @@ class Session:
                           for r in self.records)
                 lines += [("blocks_saved", len(self.records)), ("bytes_raw", raw),
                           ("bytes_stored", len(self.blocks_bytes())), ("errors", 0)]
+            if self.end_keys and end is not None:
+                sample, digest = fingerprint(end, self.blocks(), self.device_size,
+                                             self.block_size)
+                lines += [("end_sample", sample), ("end_sha256", digest)]
             lines += [("end", "2024-05-01T10:05:00.000000000Z"), ("state", self.end_state)]
         return "".join("%s=%s\n" % kv for kv in lines)
 
-    def write(self, blocks=None, meta=None):
+    def write(self, blocks=None, meta=None, end=None):
+        """end: the device at the session's end; default the file at meta path, if any."""
+        if end is None and Path(self.path).is_file():
+            end = Path(self.path).read_bytes()
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "blocks").write_bytes(self.blocks_bytes() if blocks is None else blocks)
-        (self.dir / "meta").write_text(self.meta_text() if meta is None else meta)
+        (self.dir / "meta").write_text(self.meta_text(end=end) if meta is None else meta)
         return self.dir

@@ -24,7 +24,7 @@ def test_command_help():
     res = run("restore", "-h")
     assert res.returncode == 0 and "--dry-run" in res.stdout
     res = run("export", "--help")
-    assert res.returncode == 0 and res.stdout.startswith("Usage: bdsnap export SESSION --to FILE")
+    assert res.returncode == 0 and res.stdout.startswith("Usage: bdsnap export SESSION -t|--to FILE")
     assert "--from DEV" in res.stdout
 
 
@@ -41,12 +41,19 @@ def test_version():
     ["deactivate", "d", "--ordered"], ["sessions", "a", "b"],
     ["export", "a"], ["export", "--to", "f"], ["export", "a", "b", "--to", "f"],
     ["restore", "a", "--from", "x"], ["changed"], ["changed", "a", "b"], ["changed", "a", "--to", "x"],
-    ["show", "a", "--force"], ["verify", "a", "--json"], ["status", "extra"],
+    ["show", "a", "--force"], ["verify", "a", "-o", "NAME"], ["status", "extra"],
+    ["sessions", "-o", "NAME,BOGUS"], ["show", "a", "-o", ""], ["delete"],
+    ["prune", "--keep", "0"], ["prune", "--max-size", "12Q"], ["restore", "a", "--keep", "1"],
+    ["verify", "a", "-y"], ["sessions", "-x"],
 ], ids=lambda a: " ".join(a) or "no-args")
-def test_usage_errors_exit_2(args):
-    res = run(*args)
+def test_usage_errors_exit_2(args, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "meta").write_text("format=1\n")
+    res = run(*args, cwd=tmp_path)
     assert res.returncode == 2, res
-    assert res.stderr.startswith("bdsnap: ") and "Usage: bdsnap" in res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("bdsnap: "), res.stderr
+    assert lines[1] == "Try 'bdsnap --help' for more information."
     assert res.stdout == ""
 
 
@@ -120,9 +127,10 @@ def test_sessions_sorted_by_start(world):
     res = run("sessions", "--store", world.store)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "DEVNAME", "START", "STATE", "BLOCKS", "STORED"]
+    assert lines[0].split() == ["NAME", "DEVNAME", "START", "STATE", "BLOCKS_SAVED",
+                                "BYTES_STORED"]
     assert [l.split()[0] for l in lines[1:]] == ["loop0_b", "loop0_c", "sdb1_a"]
-    assert lines[2].split()[3:] == ["open", "-", "-"]
+    assert lines[2].split()[3:] == ["open"]           # an open session has no counters
     assert lines[1].split()[3:5] == ["complete", "6"]
 
 
@@ -132,13 +140,13 @@ def test_sessions_filter(world, dev, expect):
     sessions(world)
     res = run("sessions", dev, "--store", world.store, "--json")
     assert res.returncode == 0, res.stderr
-    assert [s["name"] for s in json.loads(res.stdout)] == expect
+    assert [s["name"] for s in json.loads(res.stdout)["sessions"]] == expect
 
 
 def test_sessions_filter_by_meta_path(world):
     sessions(world)
     res = run("sessions", world.image, "--store", world.store, "--json")
-    assert len(json.loads(res.stdout)) == 3
+    assert len(json.loads(res.stdout)["sessions"]) == 3
 
 
 def test_sessions_missing_store(tmp_path):
@@ -149,18 +157,24 @@ def test_sessions_missing_store(tmp_path):
 def test_show_json_and_text(world):
     s = world.session()
     s.write()
-    info = json.loads(run("show", s.dir.name, "--store", world.store, "--json").stdout)
+    info = show_json(s.dir.name, "--store", world.store)
     assert info["state"] == "complete"          # the later state= line wins
     assert info["device_size"] == DEVICE_SIZE and info["path"] == str(world.image)
     assert info["blocks_saved"] == len(s.records) and info["devname"] == "loop0"
     text = run("show", s.dir).stdout
-    assert "state:" in text and "complete" in text
+    assert "\nSTATE " in text and "complete" in text
+
+
+def show_json(*args):
+    out = json.loads(run("show", *args, "--json").stdout)
+    assert list(out) == ["sessions"] and len(out["sessions"]) == 1
+    return out["sessions"][0]
 
 
 def test_show_open_session_has_null_counters(world):
     s = world.session(state="open")
     s.write()
-    info = json.loads(run("show", s.dir, "--json").stdout)
+    info = show_json(s.dir)
     assert info["state"] == "open" and info["blocks_saved"] is None and info["end"] is None
 
 
@@ -170,19 +184,19 @@ def test_show_missing_session(world):
 
 
 @pytest.mark.parametrize("state,ordered,text,ok", [
-    ("open", 1, "open (ordered: restorable after a crash)", True),
-    ("open", 0, "open (not restorable unless --force: a crash may have lost pre-images)", False),
-    ("incomplete:EIO", 0, "incomplete:EIO (not restorable unless --force: pre-images were lost)",
-     False),
-    ("complete", 0, "complete", True),
+    ("open", 1, "ordered: restorable after a crash", True),
+    ("open", 0, "not restorable unless --force: a crash may have lost pre-images", False),
+    ("incomplete:EIO", 0, "not restorable unless --force: pre-images were lost", False),
+    ("complete", 0, None, True),
 ], ids=["ordered-open", "plain-open", "incomplete", "complete"])
 def test_show_says_whether_restorable(world, state, ordered, text, ok):
     s = world.session(state=state, ordered=ordered)
     s.write()
-    res = run("show", s.dir)
+    res = run("show", s.dir, "-o", "STATE,RESTORABLE,NOTE", "-r", "-n")
     assert res.returncode == 0, res.stderr
-    assert "\nstate:         %s\n" % text in res.stdout
-    info = json.loads(run("show", s.dir, "--json").stdout)
+    assert res.stdout.splitlines() == ["STATE " + state, "RESTORABLE " + ("yes" if ok else "no")] \
+        + (["NOTE " + text.replace(" ", "\\x20")] if text else [])
+    info = show_json(s.dir)
     assert info["state"] == state and info["restorable"] is ok
     assert info["ordered"] is bool(ordered)
     assert (info["note"] is None) == (state == "complete")
@@ -191,11 +205,12 @@ def test_show_says_whether_restorable(world, state, ordered, text, ok):
 def test_show_sizes_and_ratio(world):
     s = world.session()
     s.write()
-    info = json.loads(run("show", s.dir, "--json").stdout)
+    info = show_json(s.dir)
     assert info["ratio"] == round(info["bytes_raw"] / info["bytes_stored"], 2)
-    text = run("show", s.dir).stdout
-    assert "device_size:   %d (161.0 KiB)\n" % DEVICE_SIZE in text
-    assert "ordered:       no\n" in text
+    text = run("show", s.dir, "-o", "DEVICE_SIZE,ORDERED", "-n").stdout
+    assert text.split() == ["DEVICE_SIZE", "161K", "ORDERED", "no"]
+    text = run("show", s.dir, "-o", "DEVICE_SIZE", "-n", "-b").stdout
+    assert text.split() == ["DEVICE_SIZE", str(DEVICE_SIZE)]
 
 
 def test_restore_ordered_open_session_without_force(world):
@@ -209,15 +224,14 @@ def test_restore_ordered_open_session_without_force(world):
 
 def test_json_listings_parse(world):
     sessions(world)
-    listing = json.loads(run("sessions", "--store", world.store, "--json").stdout)
+    listing = json.loads(run("sessions", "--store", world.store, "--json").stdout)["sessions"]
     assert [s["name"] for s in listing] == ["loop0_b", "loop0_c", "sdb1_a"]
     for s in listing:
-        shown = json.loads(run("show", s["dir"], "--json").stdout)
-        assert shown == s
+        assert show_json(s["dir"]) == s
         changed = json.loads(run("changed", s["dir"], "--json").stdout)
-        assert changed["session"] == s["name"]
+        assert changed["changed"][0]["session"] == s["name"]
 
 
 def test_sessions_json_of_empty_store(tmp_path):
     res = run("sessions", "--store", tmp_path, "--json")
-    assert res.returncode == 0 and json.loads(res.stdout) == []
+    assert res.returncode == 0 and json.loads(res.stdout) == {"sessions": []}

@@ -165,3 +165,24 @@ def test_check_block_devices_by_number(lib, tmp_path):
     assert checked(lib, f"{blk[0]}\n")[0] == 0
     rc, (line, _, reason) = checked(lib, f"{blk[0]}\n{tmp_path}/alias\n")
     assert (rc, line, reason) == (-errno.EINVAL, 2, "the same device as an earlier line")
+
+
+def test_retention_settings_are_not_devices(lib):
+    """keep= and max_size= (bdsnap prune) may share the file with the devices."""
+    c = Conf(lib, "keep=5 max_size=20G\n/dev/sdz ordered=yes\n")
+    assert c.rc == 0 and c.devs == [("/dev/sdz", 0, ORDERED, 2)]
+    c = Conf(lib, "/dev/sdz\nkeep=5\nmax_size=1T\n")
+    assert c.rc == 0 and [d[0] for d in c.devs] == ["/dev/sdz"]
+
+
+@pytest.mark.parametrize("text,line,what,reason", [
+    ("keep=5\nkeep=6\n", 2, b"keep", b"setting given twice"),
+    ("keep=\n", 1, b"keep=", b"not a number"),
+    ("max_size=20Q\n", 1, b"max_size=20Q", b"not a size (e.g. 20G)"),
+    ("keep=1 /dev/sdz\n", 1, b"/dev/sdz", b"missing '=value'"),
+    ("speed=fast\n", 1, b"speed", b"unknown setting (known: keep, max_size)"),
+])
+def test_bad_retention_settings(lib, text, line, what, reason):
+    c = Conf(lib, text)
+    assert c.rc == -errno.EINVAL
+    assert (c.err.line, c.err.what, c.err.reason) == (line, what, reason)

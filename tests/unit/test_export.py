@@ -30,8 +30,8 @@ def two_sessions(world):
     for n in LATER:
         b.add(g.record(n, mid_block(n)))
         after[n * g.BS:n * g.BS + len(pre_block(n))] = b"\x77" * len(pre_block(n))
-    b.write()
     world.image.write_bytes(after)
+    b.write()
     return a, b, mid
 
 
@@ -70,9 +70,23 @@ def test_export_from_another_copy(world):
     s = world.session()
     s.write()
     copy = world.tmp / "copy.img"
-    copy.write_bytes(world.image.read_bytes() + b"longer device" * 100)
+    copy.write_bytes(world.image.read_bytes())
     out = world.tmp / "pre.img"
     assert export(s, out, "--from", copy).returncode == 0
+    assert sha(out) == world.pre_sha
+
+
+def test_export_from_a_larger_device_refused(world):
+    """The source must hold what the newest session left: a larger one does not."""
+    s = world.session()
+    s.write()
+    copy = world.tmp / "copy.img"
+    copy.write_bytes(world.image.read_bytes() + b"longer device" * 100)
+    out = world.tmp / "pre.img"
+    res = export(s, out, "--from", copy)
+    assert res.returncode == 4 and "%s: refused: " % copy in res.stderr
+    assert not out.exists()
+    assert export(s, out, "--from", copy, "--force").returncode == 0
     assert sha(out) == world.pre_sha
 
 
@@ -186,7 +200,9 @@ def test_export_source_too_small_refused(world):
     short.write_bytes(world.image.read_bytes()[:DEVICE_SIZE - 1])
     res = export(s, world.tmp / "pre.img", "--from", short)
     assert res.returncode == 4
-    assert "%s: refused: source is smaller" % short in res.stderr
+    assert "%s: refused: the device does not hold what the newest session left" % short \
+        in res.stderr
+    assert "size %d bytes, the session's device %d" % (DEVICE_SIZE - 1, DEVICE_SIZE) in res.stderr
 
 
 @pytest.mark.parametrize("what", ["missing-source", "target-dir", "target-in-missing-dir"])
@@ -213,7 +229,8 @@ def test_export_dry_run_writes_nothing(world):
     out = world.tmp / "pre.img"
     res = export(s, out, "--dry-run")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith("would export %s: %d bytes" % (s.dir.name, DEVICE_SIZE))
+    assert res.stdout.splitlines()[-1].startswith("would export %s: %d bytes"
+                                                  % (s.dir.name, DEVICE_SIZE))
     assert "nothing written" in res.stdout
     assert not out.exists()
     assert not [p for p in world.tmp.iterdir() if ".bdsnap-" in p.name]
@@ -259,17 +276,26 @@ def expected_extents():
     return out
 
 
+def changed_json(s):
+    res = run("changed", s.dir, "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert list(out) == ["extents", "changed"]
+    for e in out["extents"]:
+        first, _, last = e.pop("range").partition("-")
+        assert (int(first), int(last or first)) == (e["block"], e["block"] + e["blocks"] - 1)
+    return out["extents"], out["changed"][0]
+
+
 def test_changed_json(world):
     s = world.session()
     s.write()
-    res = run("changed", s.dir, "--json")
-    assert res.returncode == 0, res.stderr
-    info = json.loads(res.stdout)
-    assert info["extents"] == expected_extents()
-    assert info["extents"][-1]["length"] == DEVICE_SIZE - (NBLOCKS - 1) * g.BS  # partial
+    extents, info = changed_json(s)
+    assert extents == expected_extents()
+    assert extents[-1]["length"] == DEVICE_SIZE - (NBLOCKS - 1) * g.BS  # partial
     assert info["blocks"] == len(SAVED) and info["bytes"] == BYTES_SAVED
     assert info["session"] == s.dir.name and info["block_size"] == g.BS
-    assert info["device_size"] == DEVICE_SIZE
+    assert info["device_size"] == DEVICE_SIZE and info["extents"] == len(extents)
 
 
 def test_changed_text(world):
@@ -278,7 +304,7 @@ def test_changed_text(world):
     res = run("changed", s.dir)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["OFFSET", "LENGTH", "BLOCKS"]
+    assert lines[0].split() == ["OFFSET", "LENGTH", "RANGE"]
     rows = [l.split() for l in lines[1:-1]]
     assert rows == [[str(e["offset"]), str(e["length"]),
                      str(e["block"]) if e["blocks"] == 1 else
@@ -291,8 +317,8 @@ def test_changed_text(world):
 def test_changed_zero_records(world):
     s = world.session(blocks=[])
     s.write()
-    info = json.loads(run("changed", s.dir, "--json").stdout)
-    assert info["extents"] == [] and info["blocks"] == 0
+    extents, info = changed_json(s)
+    assert extents == [] and info["blocks"] == 0
 
 
 def test_changed_open_session_warns(world):
@@ -301,7 +327,7 @@ def test_changed_open_session_warns(world):
     res = run("changed", s.dir, "--json")
     assert res.returncode == 0
     assert "session is open" in res.stderr
-    assert json.loads(res.stdout)["extents"] == expected_extents()
+    assert changed_json(s)[0] == expected_extents()
 
 
 def test_changed_corrupt_session(world):
@@ -311,3 +337,16 @@ def test_changed_corrupt_session(world):
     res = run("changed", s.dir, "--json")
     assert res.returncode == 3 and "duplicate block" in res.stderr
     assert res.stdout == ""
+
+
+@pytest.mark.parametrize("state,ordered", [("open", 0), ("incomplete:ENOSPC", 0)],
+                         ids=["plain-open", "incomplete"])
+def test_export_refusal_names_the_later_session(world, state, ordered):
+    """The session whose state refuses the chain is named, not the one exported."""
+    a, b, _ = two_sessions(world)
+    b.end_state = state
+    b.write()
+    res = export(a, world.tmp / "a.img")
+    assert res.returncode == 4, res.stderr
+    assert res.stderr.startswith("bdsnap: %s: refused: " % b.dir), res.stderr
+    assert not (world.tmp / "a.img").exists()

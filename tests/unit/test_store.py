@@ -260,12 +260,19 @@ def test_restore_by_name_under_store(world):
     assert sha(world.image) == world.pre_sha
 
 
-def test_restore_onto_larger_copy(world):
+def test_restore_onto_larger_copy_needs_force(world):
+    """The device had device_size bytes: a larger target is another device, or a grown one."""
     s = world.session()
     s.write()
     copy = world.tmp / "bigger.img"
     copy.write_bytes(world.image.read_bytes() + b"tail" * 1000)
-    assert run("restore", s.dir, "--to", copy).returncode == 0
+    before = sha(copy)
+    res = run("restore", s.dir, "--to", copy)
+    assert res.returncode == 4, res.stderr
+    assert "size %d bytes, the session's device %d" % (DEVICE_SIZE + 4000, DEVICE_SIZE) \
+        in res.stderr
+    assert sha(copy) == before
+    assert run("restore", s.dir, "--to", copy, "--force").returncode == 0
     assert copy.read_bytes()[:DEVICE_SIZE] == world.pre
     assert copy.read_bytes()[DEVICE_SIZE:] == b"tail" * 1000
 
@@ -334,7 +341,9 @@ def test_too_small_target_refused(world):
     small.write_bytes(world.image.read_bytes()[:DEVICE_SIZE - 1])
     before = sha(small)
     res = run("restore", s.dir, "--to", small)
-    assert res.returncode == 4 and "smaller" in res.stderr
+    assert res.returncode == 4
+    assert "size %d bytes, the session's device %d" % (DEVICE_SIZE - 1, DEVICE_SIZE) in res.stderr
+    assert "partly restored" not in res.stderr
     assert sha(small) == before
 
 
@@ -344,7 +353,8 @@ def test_dry_run_writes_nothing(world):
     before = sha(world.image)
     res = run("restore", s.dir, "--dry-run")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith("would restore %d blocks (%d bytes)" % (len(SAVED), BYTES_SAVED))
+    assert res.stdout.splitlines()[-1].startswith("would restore %d blocks (%d bytes)"
+                                                  % (len(SAVED), BYTES_SAVED))
     assert "nothing written" in res.stdout
     assert sha(world.image) == before
 

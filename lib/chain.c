@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * A chain: a session and the later sessions of the same device.  The
+ * pre-images of one session describe the device as it was before that
+ * session's mount only where no later session changed it since, so both
+ * restore and export apply the whole chain, newest session first, the
+ * session itself last (each block ends as before the oldest session that
+ * saved it).
+ *
+ * What must hold before the first byte is written, in this order:
+ *   1. every session's meta is sound, its state restorable, and the chain is
+ *      one device's sessions in start order (chain_check: cheap);
+ *   2. every log verifies (chain_verify: streams all of them);
+ *   3. the device the chain is applied over holds what the newest session
+ *      left (chain_identity), or the result would be neither the old state
+ *      nor any other;
+ *   4. the caller agrees (chain_confirm).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+int opts_take(void *dst, size_t dsize, const void *src, size_t min)
+{
+	uint32_t size;
+	size_t i;
+
+	memset(dst, 0, dsize);
+	if (!src)
+		return 0;
+	memcpy(&size, src, sizeof(size));
+	if (size < min)
+		return -EINVAL;
+	/* A newer caller's fields this library does not know must be unused. */
+	for (i = dsize; i < size; i++)
+		if (((const uint8_t *)src)[i])
+			return -EINVAL;
+	memcpy(dst, src, size < dsize ? size : dsize);
+	return 0;
+}
+
+void report_give(struct bdsnap_chain_report *out, const struct bdsnap_chain_report *rep)
+{
+	uint32_t size;
+
+	if (!out)
+		return;
+	size = out->size < sizeof(*rep) ? out->size : sizeof(*rep);
+	if (size <= sizeof(out->size))
+		return;
+	memcpy((char *)out + sizeof(out->size), (const char *)rep + sizeof(rep->size),
+	       size - sizeof(out->size));
+}
+
+int chain_open(struct chain *c, struct bdsnap_session *s, struct bdsnap_session *const *later,
+	       size_t nlater, const struct bdsnap_restore_opts *opts)
+{
+	size_t i;
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	if (!s || (nlater && !later))
+		return -EINVAL;
+	/* The first struct had size, flags, progress, ctx and confirm. */
+	rc = opts_take(&c->opts, sizeof(c->opts), opts, sizeof(struct bdsnap_restore_opts));
+	if (rc)
+		return rc;
+	c->n = nlater + 1;
+	c->all = calloc(c->n, sizeof(*c->all));
+	c->verified = calloc(2 * c->n, sizeof(*c->verified));
+	if (!c->all || !c->verified) {
+		chain_close(c);
+		return -ENOMEM;
+	}
+	c->records = c->verified + c->n;
+	c->all[0] = s;
+	for (i = 0; i < nlater; i++)
+		c->all[i + 1] = later[i];
+	for (i = 0; i < c->n; i++)
+		c->logs += blocks_size(c->all[i]);
+	c->dry = c->opts.flags & BDSNAP_RESTORE_DRY_RUN;
+	c->prog = (struct progress){ c->opts.progress, c->opts.ctx, 0, 0 };
+	return 0;
+}
+
+void chain_close(struct chain *c)
+{
+	blockset_free(&c->newest);
+	free(c->verified);
+	free(c->all);
+	memset(c, 0, sizeof(*c));
+}
+
+/* May this session be restored or exported without BDSNAP_RESTORE_FORCE? */
+static int check_state(const struct bdsnap_session *s, const char **refused)
+{
+	switch (s->info.state_kind) {
+	case BDSNAP_META_OPEN:
+		/* Ordered: no block reached the device before its pre-image was durable. */
+		if (s->info.ordered == 1)
+			break;
+		return refuse(refused, -EINPROGRESS,
+			      "session is open and not ordered (device still mounted, "
+			      "or a crash may have lost pre-images)");
+	case BDSNAP_META_INCOMPLETE:
+		return refuse(refused, -ENODATA, "session is incomplete (pre-images were lost)");
+	default:
+		break;
+	}
+	/* Written by bdsnap delete --force: a later session it needs is gone. */
+	if (bdsnap_session_meta(s, "chain_broken"))
+		return refuse(refused, -ENOLINK,
+			      "a later session of this device was deleted (meta chain_broken=)");
+	return 0;
+}
+
+static int bad_session(struct bdsnap_chain_report *rep, const struct bdsnap_session *s,
+		       const struct bdsnap_verify_report *v)
+{
+	rep->verify = *v;
+	rep->bad_session = s->info.dir;
+	return -EBADMSG;
+}
+
+int chain_check(struct chain *c, struct bdsnap_chain_report *rep)
+{
+	const struct bdsnap_session_info *first = &c->all[0]->info, *in;
+	struct bdsnap_verify_report v;
+	size_t i;
+	int rc;
+
+	rep->sessions = c->n;
+	for (i = 0; i < c->n; i++) {
+		if (c->all[i]->meta_reason) {
+			memset(&v, 0, sizeof(v));
+			report_bad(&v, "meta", c->all[i]->meta_offset, c->all[i]->meta_reason);
+			return bad_session(rep, c->all[i], &v);
+		}
+		rc = c->opts.flags & BDSNAP_RESTORE_FORCE ? 0 : check_state(c->all[i], &rep->refused);
+		if (rc) {
+			rep->bad_session = c->all[i]->info.dir;
+			return rc;
+		}
+	}
+	for (i = 1; i < c->n; i++) {
+		in = &c->all[i]->info;
+		if (strcmp(in->path, first->path) || in->device_size != first->device_size ||
+		    in->block_size != first->block_size)
+			return refuse(&rep->refused, -EINVAL, "later sessions are of another device");
+		if (strcmp(in->start, c->all[i - 1]->info.start) <= 0)
+			return refuse(&rep->refused, -EINVAL, "later sessions are not in start order");
+	}
+	return 0;
+}
+
+int chain_verify(struct chain *c, struct bdsnap_chain_report *rep)
+{
+	struct bdsnap_verify_report v;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < c->n; i++) {
+		rc = session_verify(c->all[i], &v, &c->prog, i == c->n - 1 ? &c->newest : NULL);
+		if (rc == -EBADMSG)
+			return bad_session(rep, c->all[i], &v);
+		if (rc)
+			return rc;
+		c->verified[i] = v.file_size;
+		c->records[i] = v.records;
+		c->prog.base += v.file_size;
+		if (i) {
+			rep->later_blocks += v.records;
+			rep->later_bytes += v.bytes_raw;
+		} else {
+			rep->verify = v;
+			rep->blocks = v.records;
+			rep->bytes = v.bytes_raw;
+		}
+	}
+	return 0;
+}
+
+int chain_identity(struct chain *c, int fd, bool direct, uint64_t size,
+		   struct bdsnap_chain_report *rep)
+{
+	const struct bdsnap_session *newest = c->all[c->n - 1];
+	const struct bdsnap_session_info *in = &newest->info;
+	struct bdsnap_identity *id = &rep->identity;
+	uint64_t *blocks;
+	int rc;
+
+	id->session = in->dir;
+	id->size = size;
+	id->device_size = in->device_size;
+	id->checked = BDSNAP_ID_SIZE;
+	if (size != in->device_size)
+		id->differs |= BDSNAP_ID_SIZE;
+
+	if (in->fs_uuid && fs_uuid_read(fd, direct, id->fs_uuid) == 0) {
+		id->checked |= BDSNAP_ID_FS_UUID;
+		if (strcasecmp(id->fs_uuid, in->fs_uuid))
+			id->differs |= BDSNAP_ID_FS_UUID;
+	}
+
+	if (!in->end_sha256) {
+		id->no_fingerprint = 1;
+	} else {
+		blocks = blockset_sorted(&c->newest);
+		if (!blocks)
+			return -ENOMEM;
+		rc = fingerprint(fd, direct, blocks, c->newest.n, in->block_size, size, &id->sample,
+				 id->end_sha256);
+		free(blocks);
+		if (rc < 0)
+			return rc;
+		id->checked |= BDSNAP_ID_FINGERPRINT;
+		/* Past the end of the device (rc 1), or another content, or another sample. */
+		if (rc || id->sample != in->end_sample || strcasecmp(id->end_sha256, in->end_sha256))
+			id->differs |= BDSNAP_ID_FINGERPRINT;
+	}
+
+	if (c->opts.flags & BDSNAP_RESTORE_FORCE)
+		return 0;
+	rep->bad_session = in->dir;
+	if (id->differs)
+		return refuse(&rep->refused, -EMEDIUMTYPE,
+			      "the device does not hold what the newest session left");
+	/* A crashed ordered session has no end; its crash restore must work. */
+	if (id->no_fingerprint && !(in->state_kind == BDSNAP_META_OPEN && in->ordered == 1))
+		return refuse(&rep->refused, -EMEDIUMTYPE,
+			      "fingerprint unavailable: the newest session recorded no end_sha256, "
+			      "so the device's content cannot be proven");
+	rep->bad_session = NULL;
+	return 0;
+}
+
+int chain_confirm(struct chain *c, struct bdsnap_chain_report *rep)
+{
+	if (!c->opts.confirm || !c->opts.confirm(c->opts.ctx, rep))
+		return 0;
+	return -ECANCELED;
+}
+
+/* record_fn: the once-per-session rule, then the pre-image onto the device. */
+struct overlay {
+	struct unique_ctx u;
+	struct writer w;
+};
+
+static int overlay_block(void *ctx, uint64_t block, const uint8_t *data, uint32_t len,
+			 uint64_t off)
+{
+	struct overlay *o = ctx;
+	int rc = add_unique(&o->u, block, data, len, off);
+
+	return rc ? rc : write_block(&o->w, block, data, len, off);
+}
+
+/*
+ * Each log is read to the size verified, except an open one, which is read
+ * to its size now: it may have grown since (export copies a device that may
+ * be mounted; the pre-images of what changed meanwhile are in the log).
+ */
+int chain_apply(struct chain *c, int fd, struct bdsnap_chain_report *rep)
+{
+	struct bdsnap_verify_report again;
+	struct overlay o;
+	size_t i;
+	bool open;
+	int rc = 0;
+
+	rep->wrote = 1;
+	rep->later_blocks = rep->later_bytes = 0;	/* counted again: an open log may have grown */
+	for (i = c->n; i-- > 0 && !rc;) {
+		open = c->all[i]->info.state_kind == BDSNAP_META_OPEN;
+		memset(&again, 0, sizeof(again));
+		o = (struct overlay){ .u.rep = &again,
+				      .w = { .fd = fd, .block_size = c->all[i]->info.block_size } };
+		rc = store_scan(c->all[i], open ? UINT64_MAX : c->verified[i], &again,
+				overlay_block, &o, &c->prog);
+		blockset_free(&o.u.set);
+		c->prog.base += c->verified[i];
+		if (rc == -EBADMSG)
+			return bad_session(rep, c->all[i], &again);
+		/* A log only grows; anything else changed it between the passes. */
+		if (!rc && (open ? again.records < c->records[i] : again.records != c->records[i]))
+			rc = -EIO;
+		if (i) {
+			rep->later_blocks += o.w.blocks;
+			rep->later_bytes += o.w.bytes;
+		} else {
+			rep->blocks = o.w.blocks;
+			rep->bytes = o.w.bytes;
+		}
+	}
+	return rc;
+}
