@@ -301,9 +301,13 @@ static int run_chain(struct run *r, int (*fn)(struct run *, const struct bdsnap_
 
 			out_print(&t, 1);
 		}
-		if (r->nlater)
+		/* the device may hold what an older session left: the later ones are undone */
+		if (rep.sessions > 1)
 			snprintf(note, sizeof(note), ", after %" PRIu64 " from %zu later session%s",
-				 rep.later_blocks, r->nlater, r->nlater > 1 ? "s" : "");
+				 rep.later_blocks, rep.sessions - 1, rep.sessions > 2 ? "s" : "");
+		else if (r->nlater)
+			snprintf(note, sizeof(note), " (the later session%s %s already undone)",
+				 r->nlater > 1 ? "s" : "", r->nlater > 1 ? "were" : "was");
 		if (strcmp(r->verb, "export"))
 			printf("%s %" PRIu64 " blocks (%" PRIu64 " bytes) to %s%s%s\n",
 			       r->a->dry_run ? "would restore" : "restored", rep.blocks, rep.bytes,

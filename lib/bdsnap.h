@@ -527,7 +527,9 @@ struct bdsnap_restore_opts {
  * @verify: the verification of the session a failure is about (all passed:
  *	of the session restored or exported).
  * @bad_session: on -EBADMSG, or a refusal about one session, its directory.
- * @sessions: the chain's length: the session and the later ones.
+ * @sessions: the chain's length: the session and the later ones applied (fewer than
+ *	given when the device holds what an older one of them left: see
+ *	bdsnap_chain_restore()).
  * @blocks, @bytes: the session's own pre-images written (in a dry run, that
  *	would be).
  * @later_blocks, @later_bytes: those of the later sessions, written first.
@@ -564,7 +566,10 @@ struct bdsnap_chain_report {
  * is opened (refused when mounted or in use; a block device O_EXCL, held
  * to the end); every session's log is verified; the target's identity is
  * checked against the newest session (struct bdsnap_identity: a mismatch,
- * or no fingerprint, is refused unless BDSNAP_RESTORE_FORCE); @confirm is
+ * or no fingerprint, is refused unless BDSNAP_RESTORE_FORCE), or against an
+ * older one whose end the device holds (the sessions after it were restored
+ * already: the chain stops there, @report->sessions says how long it is);
+ * @confirm is
  * asked; then the pre-images are written, the later sessions' newest first
  * and @s's last, so each block ends as before the oldest session that
  * saved it; the target is fsync'ed.  The result equals what

@@ -13,7 +13,9 @@
  *   2. every log verifies (chain_verify: streams all of them);
  *   3. the device the chain is applied over holds what the newest session
  *      left (chain_identity), or the result would be neither the old state
- *      nor any other;
+ *      nor any other.  A device that holds what an older session of the
+ *      chain left had the later ones restored already (restoring sessions
+ *      one by one, newest first): the chain is cut to that session;
  *   4. the caller agrees (chain_confirm).
  */
 #include <errno.h>
@@ -69,12 +71,14 @@ int chain_open(struct chain *c, struct bdsnap_session *s, struct bdsnap_session 
 		return rc;
 	c->n = nlater + 1;
 	c->all = calloc(c->n, sizeof(*c->all));
-	c->verified = calloc(2 * c->n, sizeof(*c->verified));
-	if (!c->all || !c->verified) {
+	c->verified = calloc(3 * c->n, sizeof(*c->verified));
+	c->saved = calloc(c->n, sizeof(*c->saved));
+	if (!c->all || !c->verified || !c->saved) {
 		chain_close(c);
 		return -ENOMEM;
 	}
 	c->records = c->verified + c->n;
+	c->raw = c->records + c->n;
 	c->all[0] = s;
 	for (i = 0; i < nlater; i++)
 		c->all[i + 1] = later[i];
@@ -87,7 +91,11 @@ int chain_open(struct chain *c, struct bdsnap_session *s, struct bdsnap_session 
 
 void chain_close(struct chain *c)
 {
-	blockset_free(&c->newest);
+	size_t i;
+
+	for (i = 0; c->saved && i < c->n; i++)
+		blockset_free(&c->saved[i]);
+	free(c->saved);
 	free(c->verified);
 	free(c->all);
 	memset(c, 0, sizeof(*c));
@@ -162,13 +170,14 @@ int chain_verify(struct chain *c, struct bdsnap_chain_report *rep)
 	int rc;
 
 	for (i = 0; i < c->n; i++) {
-		rc = session_verify(c->all[i], &v, &c->prog, i == c->n - 1 ? &c->newest : NULL);
+		rc = session_verify(c->all[i], &v, &c->prog, &c->saved[i]);
 		if (rc == -EBADMSG)
 			return bad_session(rep, c->all[i], &v);
 		if (rc)
 			return rc;
 		c->verified[i] = v.file_size;
 		c->records[i] = v.records;
+		c->raw[i] = v.bytes_raw;
 		c->prog.base += v.file_size;
 		if (i) {
 			rep->later_blocks += v.records;
@@ -182,43 +191,80 @@ int chain_verify(struct chain *c, struct bdsnap_chain_report *rep)
 	return 0;
 }
 
+/* Keep the first @n sessions: the device holds what the last of them left. */
+static void chain_cut(struct chain *c, size_t n, struct bdsnap_chain_report *rep)
+{
+	size_t i;
+
+	c->n = n;
+	rep->sessions = n;
+	rep->later_blocks = rep->later_bytes = 0;
+	for (i = 1; i < n; i++) {
+		rep->later_blocks += c->records[i];
+		rep->later_bytes += c->raw[i];
+	}
+}
+
+/* Does @fd hold what session @k of the chain left?  1 yes, 0 no, -errno. */
+static int holds_end_of(struct chain *c, size_t k, int fd, bool direct, uint64_t size,
+			struct bdsnap_identity *id)
+{
+	const struct bdsnap_session_info *in = &c->all[k]->info;
+	uint64_t *blocks = blockset_sorted(&c->saved[k]);
+	int rc;
+
+	if (!blocks)
+		return -ENOMEM;
+	rc = fingerprint(fd, direct, blocks, c->saved[k].n, in->block_size, size, &id->sample,
+			 id->end_sha256);
+	free(blocks);
+	if (rc < 0)
+		return rc;
+	/* Past the end of the device (rc 1), or another content, or another sample. */
+	return !rc && id->sample == in->end_sample && !strcasecmp(id->end_sha256, in->end_sha256);
+}
+
 int chain_identity(struct chain *c, int fd, bool direct, uint64_t size,
 		   struct bdsnap_chain_report *rep)
 {
-	const struct bdsnap_session *newest = c->all[c->n - 1];
-	const struct bdsnap_session_info *in = &newest->info;
+	const struct bdsnap_session_info *in = &c->all[c->n - 1]->info;
 	struct bdsnap_identity *id = &rep->identity;
-	uint64_t *blocks;
-	int rc;
+	size_t k = c->n - 1;
+	int rc = 0;
 
-	id->session = in->dir;
 	id->size = size;
 	id->device_size = in->device_size;
 	id->checked = BDSNAP_ID_SIZE;
 	if (size != in->device_size)
 		id->differs |= BDSNAP_ID_SIZE;
 
+	if (!in->end_sha256) {
+		id->no_fingerprint = 1;
+	} else {
+		id->checked |= BDSNAP_ID_FINGERPRINT;
+		/* the newest first: it is the device's state unless some were restored */
+		for (k = c->n; k-- > 0 && c->all[k]->info.end_sha256;) {
+			rc = holds_end_of(c, k, fd, direct, size, id);
+			if (rc)
+				break;
+		}
+		if (rc < 0)
+			return rc;
+		if (rc) {
+			in = &c->all[k]->info;
+			chain_cut(c, k + 1, rep);
+		} else {
+			k = c->n - 1;
+			holds_end_of(c, k, fd, direct, size, id);
+			id->differs |= BDSNAP_ID_FINGERPRINT;
+		}
+	}
+	id->session = in->dir;
+
 	if (in->fs_uuid && fs_uuid_read(fd, direct, id->fs_uuid) == 0) {
 		id->checked |= BDSNAP_ID_FS_UUID;
 		if (strcasecmp(id->fs_uuid, in->fs_uuid))
 			id->differs |= BDSNAP_ID_FS_UUID;
-	}
-
-	if (!in->end_sha256) {
-		id->no_fingerprint = 1;
-	} else {
-		blocks = blockset_sorted(&c->newest);
-		if (!blocks)
-			return -ENOMEM;
-		rc = fingerprint(fd, direct, blocks, c->newest.n, in->block_size, size, &id->sample,
-				 id->end_sha256);
-		free(blocks);
-		if (rc < 0)
-			return rc;
-		id->checked |= BDSNAP_ID_FINGERPRINT;
-		/* Past the end of the device (rc 1), or another content, or another sample. */
-		if (rc || id->sample != in->end_sample || strcasecmp(id->end_sha256, in->end_sha256))
-			id->differs |= BDSNAP_ID_FINGERPRINT;
 	}
 
 	if (c->opts.flags & BDSNAP_RESTORE_FORCE)

@@ -134,8 +134,8 @@ struct chain {
 	size_t n;
 	bool dry;
 	uint64_t logs;
-	uint64_t *verified, *records;
-	struct blockset newest;
+	uint64_t *verified, *records, *raw;	/* per session: log size, records, bytes */
+	struct blockset *saved;		/* each session's blocks, for the fingerprints */
 	struct bdsnap_restore_opts opts;
 	struct progress prog;
 };
@@ -150,8 +150,9 @@ int chain_check(struct chain *c, struct bdsnap_chain_report *rep);
 int chain_verify(struct chain *c, struct bdsnap_chain_report *rep);
 /*
  * chain_identity() - does @fd (@size bytes; @direct: opened O_DIRECT) hold
- * what the newest session left?  -EMEDIUMTYPE with @rep->refused unless
- * forced; -errno on a read error.
+ * what the newest session left, or what an older session of the chain left
+ * (the later ones were restored already: the chain is then cut there)?
+ * -EMEDIUMTYPE with @rep->refused unless forced; -errno on a read error.
  */
 int chain_identity(struct chain *c, int fd, bool direct, uint64_t size,
 		   struct bdsnap_chain_report *rep);

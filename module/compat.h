@@ -22,6 +22,12 @@
 #if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
 #error "bdsnap needs Linux 6.1 or later"
 #endif
+#if !IS_ENABLED(CONFIG_KPROBES) || !IS_ENABLED(CONFIG_KRETPROBES)
+#error "bdsnap needs CONFIG_KPROBES and CONFIG_KRETPROBES (the V1 tracker)"
+#endif
+#if !IS_ENABLED(CONFIG_DYNAMIC_FTRACE_WITH_REGS)
+#error "bdsnap needs CONFIG_DYNAMIC_FTRACE_WITH_REGS (function redirection with ftrace)"
+#endif
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0) && \
 	LINUX_VERSION_CODE < KERNEL_VERSION(6, 9, 0)
 #error "bdsnap does not support Linux 6.5-6.8 (see docs/kernels.md)"

@@ -64,7 +64,9 @@ int bdsnap_hook_install(struct bdsnap_hook *hook)
 	}
 	ret = register_ftrace_function(&hook->ops);
 	if (ret) {
-		pr_err("cannot hook %ps: error %d\n", (void *)hook->target, ret);
+		pr_err("cannot redirect %ps (error %d): %s\n", (void *)hook->target, ret,
+		       ret == -EBUSY ? "another module (a livepatch?) redirects it" :
+				       "ftrace cannot modify calls on this kernel");
 		ftrace_set_filter_ip(&hook->ops, hook->target, 1, 0);
 	}
 	return ret;

@@ -28,6 +28,7 @@
 #include <linux/slab.h>
 #include <linux/fs.h>
 #include <linux/sched.h>
+#include <linux/io_uring_types.h>
 #include "bdsnap.h"
 
 #define BDSNAP_WINDOWS_MAX	128
@@ -155,6 +156,24 @@ static int bdsnap_file_entry(struct kretprobe_instance *ri, struct pt_regs *regs
 	return bdsnap_window_entry(regs, file ? file_inode(file)->i_sb : NULL);
 }
 
+/* io_uring: io_write(struct io_kiocb *req, ...), req->file. */
+static int bdsnap_io_uring_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct io_kiocb *req = (struct io_kiocb *)regs_get_kernel_argument(regs, 0);
+	struct file *file = req ? req->file : NULL;
+
+	return bdsnap_window_entry(regs, file ? file_inode(file)->i_sb : NULL);
+}
+
+/* Linux AIO: aio_write(struct kiocb *req, ...), req->ki_filp. */
+static int bdsnap_kiocb_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct kiocb *req = (struct kiocb *)regs_get_kernel_argument(regs, 0);
+	struct file *file = req ? req->ki_filp : NULL;
+
+	return bdsnap_window_entry(regs, file ? file_inode(file)->i_sb : NULL);
+}
+
 static int bdsnap_dentry_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct dentry *dentry = (struct dentry *)regs_get_kernel_argument(regs, 1);
@@ -229,20 +248,55 @@ static int bdsnap_bread_return(struct kretprobe_instance *ri, struct pt_regs *re
 	return 0;
 }
 
-/* Calls that modify a file; the first two are required, the rest widen coverage. */
+/*
+ * Calls that modify a file; the first two are required, the rest widen
+ * coverage (__kernel_write: kernel_write(), process accounting; io_write:
+ * io_uring; aio_write: Linux AIO).  A write through a call missing here (or
+ * on a kernel without it) dirties a buffer with no pre-image taken, which
+ * bdsnap_dirty_probe catches: the session ends incomplete, never wrong.
+ */
 static struct kretprobe bdsnap_vfs_probes[] = {
 	{ .kp.symbol_name = "__bread_gfp",
 	  .entry_handler = bdsnap_bread_entry, .handler = bdsnap_bread_return },
 	{ .kp.symbol_name = "vfs_write",
 	  .entry_handler = bdsnap_file_entry, .handler = bdsnap_window_exit },
-	{ .kp.symbol_name = "kernel_write",
+	{ .kp.symbol_name = "__kernel_write",
 	  .entry_handler = bdsnap_file_entry, .handler = bdsnap_window_exit },
+	{ .kp.symbol_name = "io_write",
+	  .entry_handler = bdsnap_io_uring_entry, .handler = bdsnap_window_exit },
+	{ .kp.symbol_name = "aio_write",
+	  .entry_handler = bdsnap_kiocb_entry, .handler = bdsnap_window_exit },
 	{ .kp.symbol_name = "vfs_iter_write",
 	  .entry_handler = bdsnap_file_entry, .handler = bdsnap_window_exit },
 	{ .kp.symbol_name = "do_iter_write",
 	  .entry_handler = bdsnap_file_entry, .handler = bdsnap_window_exit },
 	{ .kp.symbol_name = "notify_change",
 	  .entry_handler = bdsnap_dentry_entry, .handler = bdsnap_window_exit },
+};
+
+/*
+ * Every buffer a tracked file system dirties must have its pre-image: one
+ * dirtied without is a write V1 did not see (a path without a window), and
+ * the session can no longer restore exactly.
+ */
+static int bdsnap_dirty_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	struct buffer_head *bh = (struct buffer_head *)regs_get_kernel_argument(regs, 0);
+	struct bdsnap_session *s;
+
+	rcu_read_lock();
+	s = bh ? bdsnap_vfs_session(bh->b_bdev) : NULL;
+	if (s && !READ_ONCE(s->failed) &&
+	    (bh->b_size != BDSNAP_BLOCK_SIZE ||
+	     !bdsnap_blockmap_all_set(&s->map, bh->b_blocknr, bh->b_blocknr)))
+		bdsnap_vfs_fail(s, "a block was changed outside every tracked write call");
+	rcu_read_unlock();
+	return 0;
+}
+
+static struct kprobe bdsnap_dirty_probe = {
+	.symbol_name = "mark_buffer_dirty",
+	.pre_handler = bdsnap_dirty_pre,
 };
 
 #define BDSNAP_VFS_REQUIRED	2
@@ -255,7 +309,7 @@ static unsigned long bdsnap_vfs_missed(void)
 
 	for (i = 0; i < ARRAY_SIZE(bdsnap_vfs_probes); i++)
 		missed += bdsnap_vfs_probes[i].nmissed + bdsnap_vfs_probes[i].kp.nmissed;
-	return missed;
+	return missed + bdsnap_dirty_probe.nmissed;
 }
 
 static void bdsnap_vfs_work(struct work_struct *work)
@@ -322,6 +376,10 @@ void bdsnap_tracker_vfs_done(void)
 {
 	int i;
 
+	if (bdsnap_dirty_probe.addr)
+		unregister_kprobe(&bdsnap_dirty_probe);
+	bdsnap_dirty_probe.addr = NULL;
+
 	for (i = 0; i < ARRAY_SIZE(bdsnap_vfs_probes); i++) {
 		if (bdsnap_vfs_registered[i])
 			unregister_kretprobe(&bdsnap_vfs_probes[i]);
@@ -332,6 +390,13 @@ void bdsnap_tracker_vfs_done(void)
 int bdsnap_tracker_vfs_init(void)
 {
 	int i, ret;
+
+	ret = register_kprobe(&bdsnap_dirty_probe);
+	if (ret) {
+		pr_err("cannot probe %s: error %d\n", bdsnap_dirty_probe.symbol_name, ret);
+		bdsnap_dirty_probe.addr = NULL;
+		return ret;
+	}
 
 	for (i = 0; i < ARRAY_SIZE(bdsnap_vfs_probes); i++) {
 		bdsnap_vfs_probes[i].maxactive = BDSNAP_KRETPROBE_MAXACTIVE;

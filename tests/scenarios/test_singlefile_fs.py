@@ -144,3 +144,26 @@ def test_concurrent_writers(bdsnap, sfs, make_disk, tracker):
     before, session = cycle(disk, tracker, writers)
     restore(session, disk.image)
     assert sha256(disk.image) == before
+
+
+@pytest.mark.parametrize("engine", ["io_uring", "libaio"])
+def test_v1_async_writes_are_tracked(sfs, bdsnap, make_disk, engine):
+    """Before: io_uring and Linux AIO reached the-file's write_iter with no V1
+    window open: fio changed the image, the session said complete, and the
+    restore gave a different image. Now io_write() and aio_write() open a
+    window, and a buffer dirtied without its pre-image fails the session."""
+    disk = make_sfs(make_disk, blocks=200, content=pattern("old", 150 * BS))
+    seen = set(sessions())
+    before = sha256(disk.image)
+    disk.activate(tracker=uapi.BDSNAP_TRACKER_VFS)
+    disk.attach()
+    mnt = disk.mount(fstype="singlefilefs")
+    sh(f"fio --name=w --filename={mnt}/the-file --rw=randwrite --bs=4k --size={120 * BS} "
+       f"--ioengine={engine} --iodepth=8 --fallocate=none --randrepeat=0 --output=/dev/null")
+    disk.umount()
+    disk.detach()
+    (session,) = [s for s in sessions() if s not in seen]
+    assert sha256(disk.image) != before, "fio changed nothing"
+    assert meta(session)["state"] == "complete", meta(session)
+    restore(session, disk.image)
+    assert sha256(disk.image) == before

@@ -74,6 +74,21 @@ def test_restore_equals_export_equals_pre_image(world, shape):
     assert world.image.read_bytes() == final, "export or restore --to changed the device"
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_restore_one_by_one_newest_first(world, shape):
+    """Restoring the newest session, then the one before, ...: the device then
+    holds what the older session left, and the chain is cut there (before,
+    the second restore was refused: the device no longer held what the
+    newest session left)."""
+    chain = Chain(world, *SHAPES[shape])
+    for i in reversed(range(len(chain.sessions))):
+        res = run("restore", chain.sessions[i].dir)
+        assert res.returncode == 0, (i, res.stderr)
+        assert sha(world.image) == chain.sha_before(i), (shape, i)
+        later = len(chain.sessions) - 1 - i
+        assert ("already undone" in res.stdout) == bool(later), res.stdout
+
+
 def test_restore_of_the_device_itself(world):
     """Without --to: meta's path, the image the sessions were taken of."""
     chain = Chain(world, *SHAPES["three"])
