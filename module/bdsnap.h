@@ -67,6 +67,7 @@ struct bdsnap_store_info {
 	u64 device_size;
 	const char *tracker;
 	bool ordered;
+	dev_t tracked;		/* the device whose pre-images go here */
 	dev_t image_dev;	/* an activated image file: its file system */
 	unsigned long image_ino;	/* ... and inode; 0 for a block device */
 };
@@ -135,6 +136,12 @@ void bdsnap_store_close(struct bdsnap_store *st, int error);
 __printf(2, 3) int bdsnap_store_note(struct bdsnap_store *st, const char *fmt, ...);
 unsigned int bdsnap_store_queued(struct bdsnap_store *st);
 int bdsnap_store_mkdir(const char *path);
+int bdsnap_store_init(void);
+/* store_quota.c: the store's size cap */
+void bdsnap_store_quota_recount(const char *dir);
+int bdsnap_store_quota_take(u64 bytes);
+void bdsnap_store_quota_give(u64 bytes);
+void bdsnap_store_done(void);
 int bdsnap_store_check_dev(const char *dir, dev_t dev);
 
 /* registry.c: activated devices */
@@ -168,6 +175,8 @@ int bdsnap_registry_add(const char *path, u32 tracker, u32 flags);
 int bdsnap_registry_remove(const char *path);
 struct bdsnap_device *bdsnap_registry_match(dev_t dev, dev_t *tracked);
 bool bdsnap_registry_empty(void);
+struct path;
+int bdsnap_loop_backing_path(dev_t dev, struct path *path);
 int bdsnap_registry_list(struct bdsnap_dev_info *info, u32 capacity, u32 *count);
 void bdsnap_registry_done(void);
 

@@ -21,9 +21,12 @@ static int __init bdsnap_init(void)
 	ret = bdsnap_auth_init(password);
 	if (ret)
 		return ret;
-	ret = bdsnap_tracker_bio_init();
+	ret = bdsnap_store_init();
 	if (ret)
 		goto fail_auth;
+	ret = bdsnap_tracker_bio_init();
+	if (ret)
+		goto fail_store;
 	ret = bdsnap_tracker_vfs_init();
 	if (ret)
 		goto fail_bio;
@@ -44,6 +47,8 @@ fail_vfs:
 	bdsnap_tracker_vfs_done();
 fail_bio:
 	bdsnap_tracker_bio_done();
+fail_store:
+	bdsnap_store_done();
 fail_auth:
 	bdsnap_auth_done();
 	return ret;
@@ -56,6 +61,7 @@ static void __exit bdsnap_exit(void)
 	bdsnap_mount_done();
 	bdsnap_tracker_vfs_done();
 	bdsnap_tracker_bio_done();
+	bdsnap_store_done();
 	bdsnap_registry_done();
 	bdsnap_auth_done();
 	pr_info("unloaded\n");

@@ -47,16 +47,10 @@ struct bdsnap_key {
 	unsigned long ino;
 };
 
-static int bdsnap_key_from_path(const char *name, struct bdsnap_key *key)
+static int bdsnap_key_from(const struct path *path, struct bdsnap_key *key)
 {
-	struct path path;
-	struct inode *inode;
-	int ret;
+	struct inode *inode = d_backing_inode(path->dentry);
 
-	ret = kern_path(name, LOOKUP_FOLLOW, &path);
-	if (ret)
-		return ret;
-	inode = d_backing_inode(path.dentry);
 	memset(key, 0, sizeof(*key));
 	if (S_ISBLK(inode->i_mode)) {
 		key->type = BDSNAP_KEY_BDEV;
@@ -66,8 +60,20 @@ static int bdsnap_key_from_path(const char *name, struct bdsnap_key *key)
 		key->sdev = inode->i_sb->s_dev;
 		key->ino = inode->i_ino;
 	} else {
-		ret = -ENOTBLK;
+		return -ENOTBLK;
 	}
+	return 0;
+}
+
+static int bdsnap_key_from_path(const char *name, struct bdsnap_key *key)
+{
+	struct path path;
+	int ret;
+
+	ret = kern_path(name, LOOKUP_FOLLOW, &path);
+	if (ret)
+		return ret;
+	ret = bdsnap_key_from(&path, key);
 	path_put(&path);
 	return ret;
 }
@@ -91,11 +97,17 @@ static struct bdsnap_device *bdsnap_registry_find(const struct bdsnap_key *key)
 	return NULL;
 }
 
-/*
+/**
+ * bdsnap_loop_backing_path() - the file behind a loop device.
+ * @dev: the loop device (whole disk).
+ * @path: out: its backing file; the caller path_put()s it.
+ *
  * The loop driver keeps its backing file private; its sysfs attribute is
  * the stable interface that names it.
+ *
+ * Return: 0, or -errno (-ENOENT: not a loop device, or none attached).
  */
-static int bdsnap_loop_backing_key(dev_t dev, struct bdsnap_key *key)
+int bdsnap_loop_backing_path(dev_t dev, struct path *path)
 {
 	char *attr, *buf;
 	struct file *file;
@@ -103,6 +115,8 @@ static int bdsnap_loop_backing_key(dev_t dev, struct bdsnap_key *key)
 	ssize_t len;
 	int ret;
 
+	if (MAJOR(dev) != LOOP_MAJOR)
+		return -ENOENT;
 	attr = kasprintf(GFP_KERNEL, "/sys/dev/block/%u:%u/loop/backing_file",
 			 MAJOR(dev), MINOR(dev));
 	buf = kmalloc(PATH_MAX, GFP_KERNEL);
@@ -122,13 +136,24 @@ static int bdsnap_loop_backing_key(dev_t dev, struct bdsnap_key *key)
 		goto out;
 	}
 	buf[len] = '\0';
-	strim(buf);
-	ret = bdsnap_key_from_path(buf, key);
-	if (!ret && key->type != BDSNAP_KEY_FILE)
-		ret = -ENOENT;
+	ret = kern_path(strim(buf), LOOKUP_FOLLOW, path);
 out:
 	kfree(buf);
 	kfree(attr);
+	return ret;
+}
+
+static int bdsnap_loop_backing_key(dev_t dev, struct bdsnap_key *key)
+{
+	struct path path;
+	int ret = bdsnap_loop_backing_path(dev, &path);
+
+	if (ret)
+		return ret;
+	ret = bdsnap_key_from(&path, key);
+	path_put(&path);
+	if (!ret && key->type != BDSNAP_KEY_FILE)
+		ret = -ENOENT;
 	return ret;
 }
 
@@ -139,10 +164,8 @@ static struct bdsnap_device *bdsnap_registry_match_dev(dev_t dev)
 	struct bdsnap_device *d;
 
 	d = bdsnap_registry_find(&key);
-	if (d || MAJOR(dev) != LOOP_MAJOR)
+	if (d || bdsnap_loop_backing_key(dev, &key))
 		return d;
-	if (bdsnap_loop_backing_key(dev, &key))
-		return NULL;
 	return bdsnap_registry_find(&key);
 }
 
@@ -191,6 +214,29 @@ bool bdsnap_registry_empty(void)
 	return !READ_ONCE(bdsnap_registry.count);
 }
 
+/*
+ * A zoned device changes data with zone operations (reset, finish, append)
+ * that carry no sectors to save: not supported.  A store on the device
+ * would overwrite what it saves.
+ */
+static int bdsnap_check_bdev(const char *path, dev_t dev)
+{
+	struct bdsnap_bdev_ref ref;
+	bool zoned;
+	int ret;
+
+	ret = bdsnap_bdev_open_read(dev, &ref);
+	if (ret)
+		return ret;
+	zoned = bdev_is_zoned(ref.bdev);
+	bdsnap_bdev_close(&ref);
+	if (zoned) {
+		pr_err("%s: zoned block devices are not supported: not activated\n", path);
+		return -EOPNOTSUPP;
+	}
+	return bdsnap_store_check_dev(bdsnap_store_dir, dev);
+}
+
 /**
  * bdsnap_registry_add() - activate a device.
  * @path: block device node or loop backing image.
@@ -199,7 +245,7 @@ bool bdsnap_registry_empty(void)
  *
  * Return: 0; -ENOENT and other lookup errors; -ENOTBLK neither block device
  * nor regular file; -EEXIST already active; -EXDEV the store is on the
- * device; -ENOSPC too many devices.
+ * device; -EOPNOTSUPP a zoned device; -ENOSPC too many devices.
  */
 int bdsnap_registry_add(const char *path, u32 tracker, u32 flags)
 {
@@ -211,7 +257,7 @@ int bdsnap_registry_add(const char *path, u32 tracker, u32 flags)
 	if (ret)
 		return ret;
 	if (key.type == BDSNAP_KEY_BDEV) {
-		ret = bdsnap_store_check_dev(bdsnap_store_dir, key.dev);
+		ret = bdsnap_check_bdev(path, key.dev);
 		if (ret)
 			return ret;
 	}

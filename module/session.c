@@ -134,12 +134,14 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 	ret = bdsnap_store_check_dev(bdsnap_store_dir, dev);
 	if (ret)
 		goto fail_bdev;
+	bdsnap_store_quota_recount(bdsnap_store_dir);
 	dir = bdsnap_session_dir(s);
 	if (!dir) {
 		ret = -ENOMEM;
 		goto fail_bdev;
 	}
 	info.name = s->dirname;
+	info.tracked = dev;
 	info.devname = s->devname;
 	info.device_size = s->nr_bytes;
 	ret = s->ops->start(s);

@@ -25,6 +25,9 @@
 #include <linux/blkdev.h>
 #include "bdsnap.h"
 
+/* the store writers: the bio worker waits for them, so they too make progress under reclaim */
+static struct workqueue_struct *bdsnap_store_wq;
+
 static unsigned int store_queue_max = 4096;
 module_param(store_queue_max, uint, 0444);
 MODULE_PARM_DESC(store_queue_max,
@@ -67,13 +70,47 @@ int bdsnap_store_mkdir(const char *path)
 	return ret == -EEXIST ? 0 : ret;
 }
 
+/* loop devices over files on loop devices ...: how deep a store is followed */
+#define BDSNAP_LOOP_DEPTH_MAX	8
+
+/*
+ * Whether data written to a file of @sb's file system reaches @dev: the file
+ * system is on @dev or on a partition of it, or on a loop device whose
+ * backing file's does, and so on.
+ */
+static bool bdsnap_store_reaches(struct super_block *sb, dev_t dev)
+{
+	struct path backing = {};
+	bool reaches = false;
+	int depth;
+
+	for (depth = 0; sb->s_bdev && depth < BDSNAP_LOOP_DEPTH_MAX; depth++) {
+		dev_t whole = bdev_whole(sb->s_bdev)->bd_dev;
+		struct path next;
+
+		if (sb->s_bdev->bd_dev == dev || whole == dev) {
+			reaches = true;
+			break;
+		}
+		if (bdsnap_loop_backing_path(whole, &next))
+			break;
+		path_put(&backing);
+		backing = next;
+		sb = d_real_inode(backing.dentry)->i_sb;
+	}
+	path_put(&backing);
+	return reaches;
+}
+
 /**
  * bdsnap_store_check_dev() - refuse a store that lives on the tracked device.
  * @dir: store directory (it or an ancestor must exist).
  * @dev: the tracked device.
  *
  * Saving a device's pre-images onto the device itself would overwrite the
- * blocks being saved.
+ * blocks being saved (and in ordered mode the store's flush would wait for
+ * writes held until it is done).  bdsnap_store_open() checks the file the
+ * log is written to again, through overlayfs.
  *
  * Return: 0, -EXDEV when @dir is on @dev, or the path lookup error.
  */
@@ -100,7 +137,7 @@ int bdsnap_store_check_dev(const char *dir, dev_t dev)
 	kfree(buf);
 	if (ret)
 		return ret;
-	if (path.mnt->mnt_sb->s_bdev && path.mnt->mnt_sb->s_bdev->bd_dev == dev)
+	if (bdsnap_store_reaches(d_real_inode(path.dentry)->i_sb, dev))
 		ret = -EXDEV;
 	path_put(&path);
 	return ret;
@@ -250,7 +287,12 @@ static void bdsnap_store_flush_buf(struct bdsnap_store *st)
 	if (st->pos + st->buf_len > st->reserved) {
 		loff_t end = round_up(st->pos + st->buf_len, BDSNAP_STORE_RESERVE_BYTES);
 
-		ret = bdsnap_store_reserve(st->blocks, st->reserved, end);
+		ret = bdsnap_store_quota_take(end - st->reserved);
+		if (!ret) {
+			ret = bdsnap_store_reserve(st->blocks, st->reserved, end);
+			if (ret)
+				bdsnap_store_quota_give(end - st->reserved);
+		}
 		if (ret) {
 			st->buf_len = 0;
 			bdsnap_store_fail(st, ret);
@@ -403,7 +445,16 @@ static void bdsnap_store_drain(struct bdsnap_store *st)
 
 static void bdsnap_store_work(struct work_struct *work)
 {
+	unsigned int throttle = current->flags & PF_LOCAL_THROTTLE;
+
+	/*
+	 * As loop's worker: dirty pages of the log throttle this writer against
+	 * the store's device only, not against the tracked device whose
+	 * writeback waits for it.
+	 */
+	current->flags |= PF_LOCAL_THROTTLE;
 	bdsnap_store_drain(container_of(work, struct bdsnap_store, work));
+	current->flags = (current->flags & ~PF_LOCAL_THROTTLE) | throttle;
 }
 
 /**
@@ -418,6 +469,7 @@ static void bdsnap_store_work(struct work_struct *work)
 int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 		      const struct bdsnap_store_info *info)
 {
+	struct super_block *sb;
 	int ret;
 
 	spin_lock_init(&st->lock);
@@ -444,6 +496,17 @@ int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 		ret = PTR_ERR(st->blocks);
 		goto fail_deflate;
 	}
+	/* what the log's writes really reach, through overlayfs and loop devices */
+	sb = d_real_inode(st->blocks->f_path.dentry)->i_sb;
+	if (bdsnap_store_reaches(sb, info->tracked)) {
+		pr_err("session %s: the store %s is on the tracked device: mount refused\n",
+		       st->name, dir);
+		ret = -EXDEV;
+		goto fail_blocks;
+	}
+	if (st->ordered && !sb->s_bdev)
+		pr_warn("session %s: ordered, but the store %s is not on a block device (%s): its pre-images will not survive a crash\n",
+			st->name, dir, sb->s_type->name);
 	st->meta = bdsnap_store_create(dir, "meta");
 	if (IS_ERR(st->meta)) {
 		ret = PTR_ERR(st->meta);
@@ -516,7 +579,7 @@ int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
 		bdsnap_preimage_free(pre);
 		return ret;
 	}
-	queue_work(system_unbound_wq, &st->work);
+	queue_work(bdsnap_store_wq, &st->work);
 	return 0;
 }
 
@@ -530,7 +593,7 @@ int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
  */
 int bdsnap_store_wait_durable(struct bdsnap_store *st, u64 seq)
 {
-	queue_work(system_unbound_wq, &st->work);
+	queue_work(bdsnap_store_wq, &st->work);
 	wait_event(st->durable_wq, READ_ONCE(st->seq_durable) >= seq || READ_ONCE(st->error));
 	return READ_ONCE(st->error);
 }
@@ -586,11 +649,24 @@ void bdsnap_store_close(struct bdsnap_store *st, int error)
 			  st->error ? bdsnap_store_reason(st->error) : "");
 	vfs_fsync(st->meta, 0);
 	/* give back the space reserved beyond the log's end */
-	if (st->reserved > st->pos)
+	if (st->reserved > st->pos) {
 		vfs_fallocate(st->blocks, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st->pos,
 			      st->reserved - st->pos);
+		bdsnap_store_quota_give(st->reserved - st->pos);
+	}
 	fput(st->meta);
 	fput(st->blocks);
 	bdsnap_deflate_done(&st->z);
 	kvfree(st->buf);
+}
+
+int bdsnap_store_init(void)
+{
+	bdsnap_store_wq = alloc_workqueue("bdsnap_store", WQ_MEM_RECLAIM | WQ_UNBOUND, 0);
+	return bdsnap_store_wq ? 0 : -ENOMEM;
+}
+
+void bdsnap_store_done(void)
+{
+	destroy_workqueue(bdsnap_store_wq);
 }

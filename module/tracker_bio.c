@@ -27,25 +27,32 @@
 #include "bdsnap.h"
 
 #define BDSNAP_BATCH_BLOCKS	256
+/* what each held bio gets of a batch before any gets more */
+#define BDSNAP_FAIR_BLOCKS	16
 #define BDSNAP_RUN_BLOCKS	BIO_MAX_VECS
 
 /**
  * struct bdsnap_bio_batch - scratch space of one session's worker.
  * @blocks: unsaved blocks gathered from held bios, sorted.
+ * @resume: per held bio, where gathering's second pass goes on.
  * @pages: their pre-images.
- * @reads: read bios in flight, one per run of adjacent blocks.
+ * @error: the first read error.
  * @pending: reads not yet completed, plus one for the submitter.
  * @done: completed when @pending drops to zero.
  */
 struct bdsnap_bio_batch {
 	u64 blocks[BDSNAP_BATCH_BLOCKS];
+	u64 resume[BDSNAP_BATCH_BLOCKS];
 	struct page *pages[BDSNAP_BATCH_BLOCKS];
-	struct bio *reads[BDSNAP_BATCH_BLOCKS];
+	int error;
 	atomic_t pending;
 	struct completion done;
 };
 
 static struct workqueue_struct *bdsnap_bio_wq;
+/* pre-image reads: a reserve that frees itself, see bdsnap_bio_read_end() */
+static struct bio_set bdsnap_read_bioset;
+#define BDSNAP_READ_BIOS_RESERVED	16
 
 static bool bdsnap_bio_changes_data(const struct bio *bio)
 {
@@ -141,24 +148,43 @@ static int bdsnap_u64_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Collect up to a batch of distinct unsaved blocks of the held bios. */
+/*
+ * Collect up to a batch of distinct unsaved blocks of the held bios, fairly:
+ * first a share of BDSNAP_FAIR_BLOCKS for every held bio in turn, then the
+ * rest of the batch in order.  Taken in order alone, one huge discard
+ * (fstrim, -o discard) would fill every batch until all its pre-images are
+ * saved while the small writes behind it (jbd2's) wait.
+ */
 static unsigned int bdsnap_bio_gather(struct bdsnap_session *s, struct bio_list *held,
-				      u64 *blocks)
+				      struct bdsnap_bio_batch *batch)
 {
-	unsigned int n = 0, i, unique;
+	u64 *blocks = batch->blocks;
+	unsigned int n = 0, i, unique, pass, nr;
 	struct bio *bio;
 
-	bio_list_for_each(bio, held) {
-		u64 first, last, block;
+	for (pass = 0; pass < 2 && n < BDSNAP_BATCH_BLOCKS; pass++) {
+		nr = 0;
+		bio_list_for_each(bio, held) {
+			unsigned int taken = 0;
+			u64 first, last, block;
 
-		bdsnap_bio_range(s, bio, &first, &last);
-		block = bdsnap_blockmap_next_clear(&s->map, first, last);
-		while (block <= last && n < BDSNAP_BATCH_BLOCKS) {
-			blocks[n++] = block;
-			block = bdsnap_blockmap_next_clear(&s->map, block + 1, last);
+			bdsnap_bio_range(s, bio, &first, &last);
+			/* the second pass goes on where the first one stopped */
+			if (pass && nr < BDSNAP_BATCH_BLOCKS)
+				first = batch->resume[nr];
+			block = bdsnap_blockmap_next_clear(&s->map, first, last);
+			while (block <= last && n < BDSNAP_BATCH_BLOCKS &&
+			       (pass || taken < BDSNAP_FAIR_BLOCKS)) {
+				blocks[n++] = block;
+				taken++;
+				block = bdsnap_blockmap_next_clear(&s->map, block + 1, last);
+			}
+			if (!pass && nr < BDSNAP_BATCH_BLOCKS)
+				batch->resume[nr] = block;
+			nr++;
+			if (n == BDSNAP_BATCH_BLOCKS)
+				break;
 		}
-		if (n == BDSNAP_BATCH_BLOCKS)
-			break;
 	}
 	sort(blocks, n, sizeof(*blocks), bdsnap_u64_cmp, NULL);
 	for (i = 0, unique = 0; i < n; i++)
@@ -167,10 +193,18 @@ static unsigned int bdsnap_bio_gather(struct bdsnap_session *s, struct bio_list 
 	return unique;
 }
 
+/*
+ * Each read goes back to the bio set as soon as it completes, so a few
+ * reserved bios always come free again: the reads of every session make
+ * progress under memory pressure, one batch after the other.
+ */
 static void bdsnap_bio_read_end(struct bio *bio)
 {
 	struct bdsnap_bio_batch *batch = bio->bi_private;
 
+	if (bio->bi_status)
+		cmpxchg(&batch->error, 0, blk_status_to_errno(bio->bi_status));
+	bio_put(bio);
 	if (atomic_dec_and_test(&batch->pending))
 		complete(&batch->done);
 }
@@ -182,7 +216,7 @@ static int bdsnap_bio_read_run(struct bdsnap_session *s, struct bdsnap_bio_batch
 	struct bio *bio;
 	unsigned int i;
 
-	bio = bio_alloc(s->bdev_ref.bdev, len, REQ_OP_READ, GFP_NOIO);
+	bio = bio_alloc_bioset(s->bdev_ref.bdev, len, REQ_OP_READ, GFP_NOIO, &bdsnap_read_bioset);
 	bio->bi_iter.bi_sector = batch->blocks[start] * BDSNAP_SECTORS_PER_BLOCK;
 	bio->bi_private = batch;
 	bio->bi_end_io = bdsnap_bio_read_end;
@@ -195,7 +229,6 @@ static int bdsnap_bio_read_run(struct bdsnap_session *s, struct bdsnap_bio_batch
 			return -ENOMEM;
 		}
 	}
-	batch->reads[start] = bio;
 	atomic_inc(&batch->pending);
 	submit_bio(bio);
 	return 0;
@@ -230,7 +263,7 @@ static void bdsnap_bio_save(struct bdsnap_session *s, struct bdsnap_bio_batch *b
 	u64 seq = 0;
 
 	memset(batch->pages, 0, sizeof(batch->pages[0]) * n);
-	memset(batch->reads, 0, sizeof(batch->reads[0]) * n);
+	batch->error = 0;
 	atomic_set(&batch->pending, 1);
 	reinit_completion(&batch->done);
 	for (i = 0; i < n; i += run) {
@@ -244,16 +277,11 @@ static void bdsnap_bio_save(struct bdsnap_session *s, struct bdsnap_bio_batch *b
 	}
 	if (!atomic_dec_and_test(&batch->pending))
 		wait_for_completion(&batch->done);
+	error = error ?: batch->error;
 
 	for (i = 0; i < n; i++) {
-		struct bio *read = batch->reads[i];
 		u64 block = batch->blocks[i];
 
-		if (read) {
-			if (read->bi_status)
-				error = blk_status_to_errno(read->bi_status);
-			bio_put(read);
-		}
 		if (!batch->pages[i])
 			continue;
 		if (error || store_error)
@@ -324,7 +352,7 @@ static void bdsnap_bio_read_work(struct work_struct *work)
 		spin_unlock_irq(&s->held_lock);
 		if (bio_list_empty(&held))
 			break;
-		n = bdsnap_bio_gather(s, &held, s->batch->blocks);
+		n = bdsnap_bio_gather(s, &held, s->batch);
 		if (n && !READ_ONCE(s->failed))
 			bdsnap_bio_save(s, s->batch, n);
 		bdsnap_bio_release(s, &held);
@@ -364,9 +392,18 @@ int bdsnap_tracker_bio_init(void)
 	bdsnap_bio_wq = alloc_workqueue("bdsnap_bio", WQ_MEM_RECLAIM | WQ_UNBOUND, 0);
 	if (!bdsnap_bio_wq)
 		return -ENOMEM;
+	ret = bioset_init(&bdsnap_read_bioset, BDSNAP_READ_BIOS_RESERVED, 0, BIOSET_NEED_BVECS);
+	if (ret)
+		goto fail_wq;
 	ret = bdsnap_hook_install(&bdsnap_bio_hook);
 	if (ret)
-		destroy_workqueue(bdsnap_bio_wq);
+		goto fail_bioset;
+	return 0;
+
+fail_bioset:
+	bioset_exit(&bdsnap_read_bioset);
+fail_wq:
+	destroy_workqueue(bdsnap_bio_wq);
 	return ret;
 }
 
@@ -376,4 +413,5 @@ void bdsnap_tracker_bio_done(void)
 	/* no task may still run the replacement when the module text goes */
 	synchronize_rcu_tasks();
 	destroy_workqueue(bdsnap_bio_wq);
+	bioset_exit(&bdsnap_read_bioset);
 }

@@ -241,6 +241,42 @@ def test_full_store_records_the_end_when_meta_needs_room(small_store, load_bdsna
         disk.cleanup()
 
 
+@pytest.mark.parametrize("ordered", [0, 1], ids=["plain", "ordered"])
+def test_store_size_cap(load_bdsnap, make_disk, ordered):
+    """store_max_mb caps the store: the session goes incomplete:EDQUOT with one
+    log line; a plain session's writes go on, an ordered one's fail with EIO."""
+    load_bdsnap(store_max_mb=2)
+    disk, old, _ = prepare(make_disk)
+    seen = set(sessions())
+    mark = kmsg_mark(f"store cap, ordered={ordered}")
+    disk.activate(flags=ordered * uapi.BDSNAP_ACT_ORDERED)
+    disk.attach()
+    mnt = Path("/mnt/tracked")
+    mnt.mkdir(parents=True, exist_ok=True)
+    sh(f"mount -t ext4 -o lazytime {disk.loop} {mnt}")
+    disk.mnt = mnt
+    buf = mmap.mmap(-1, 1 << 20)
+    fd = os.open(mnt / "data", os.O_RDWR | os.O_DIRECT)
+    errors = set()
+    try:
+        for off in range(0, 8 << 20, 1 << 20):  # 8 MiB of incompressible pre-images
+            buf.seek(0)
+            buf.write(os.urandom(1 << 20))
+            try:
+                os.pwrite(fd, buf, off)
+            except OSError as exc:
+                errors.add(exc.errno)
+    finally:
+        os.close(fd)
+    assert errors == ({errno.EIO} if ordered else set()), errors
+    disk.umount()
+    (session,) = new_sessions(seen)
+    info = meta(session)
+    assert info["state"] == "incomplete:EDQUOT", info
+    assert int(info["bytes_stored"]) <= 2 << 20, info
+    assert_one_log_line(mark, session, Path(disk.loop).name, disk.image)
+
+
 def test_full_store_ordered_fails_unsaved_writes_with_eio(small_store, load_bdsnap, make_disk):
     """Ordered policy: no block changes without its durable pre-image."""
     load_bdsnap()

@@ -4,8 +4,11 @@ Every test states what a user saw before its fix; each round trip asserts the
 sha256 of the device before the mount equals the one after the restore.
 """
 
+import errno
+import mmap
 import os
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -136,5 +139,175 @@ def test_partitions_of_an_activated_disk_are_tracked(bdsnap, make_disk, by):
     disk.deactivate()
     disk.detach()
     assert sha256(disk.image) != before
+    restore(session, disk.image)
+    assert sha256(disk.image) == before
+
+
+def test_huge_discard_does_not_starve_other_first_writes(bdsnap, make_disk):
+    """Before: the worker filled every batch from the held bios in list order,
+    so one big discard (fstrim) took every batch until all its pre-images were
+    saved, and a small first write held behind it waited for all of them (in
+    ordered mode a store flush per batch). Now every held bio gets a share of
+    each batch: the small writes go on while the discard is being saved."""
+    disk = make_disk(size_mb=192).mkfs_ext4("-b", "4096")
+    disk.attach()
+    mnt = disk.mount()
+    write_random(mnt / "small", 4 << 20)
+    with open(mnt / "big", "wb") as f:  # text: cheap pre-images
+        for i in range(64):
+            f.write((b"free space that fstrim will discard %08d\n" % i) * (1 << 20 >> 6))
+    os.sync()
+    os.unlink(mnt / "big")
+    os.sync()
+    disk.umount()
+    before = sha256(disk.image)
+    seen = set(sessions())
+    disk.activate(flags=uapi.BDSNAP_ACT_ORDERED)
+    mnt = Path("/mnt/fair")
+    mnt.mkdir(parents=True, exist_ok=True)
+    sh(f"mount -t ext4 -o lazytime {disk.loop} {mnt}")  # O_DIRECT overwrites journal nothing
+    disk.mnt = mnt
+
+    buf = mmap.mmap(-1, 4096)
+    buf.write(os.urandom(4096))
+    done = []
+    stop = threading.Event()
+
+    def writer():
+        fd = os.open(mnt / "small", os.O_WRONLY | os.O_DIRECT)
+        try:
+            for blk in range(1024):
+                if stop.is_set():
+                    break
+                os.pwrite(fd, buf, blk * 4096)
+                done.append(time.monotonic())
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=writer)
+    t0 = time.monotonic()
+    trim = subprocess.Popen(["fstrim", str(mnt)])
+    time.sleep(0.5)
+    t.start()
+    assert trim.wait(timeout=600) == 0
+    t1 = time.monotonic()
+    stop.set()
+    t.join()
+    during = [x for x in done if x < t1]
+    print(f"fstrim took {t1 - t0:.1f} s; {len(during)} first writes completed meanwhile")
+    assert len(during) >= 20, f"only {len(during)} small first writes went on during fstrim"
+    disk.umount()
+    (session,) = [s for s in sessions() if s not in seen]
+    assert meta(session)["state"] == "complete"
+    disk.deactivate()
+    disk.detach()
+    restore(session, disk.image)
+    assert sha256(disk.image) == before
+
+
+def test_store_on_an_overlay_over_the_tracked_fs_is_refused(load_bdsnap, make_disk, tmp_path):
+    """Before: a store on an overlayfs (no block device of its own) whose
+    upper directory lives on the tracked file system passed the check; in
+    ordered mode the store's flush then waited for writes the worker held."""
+    disk = make_disk().mkfs_ext4()
+    loop = disk.attach()
+    base, store = Path("/mnt/ovl-base"), Path("/mnt/ovl-store")
+    lower = tmp_path / "lower"
+    for d in (base, store, lower):
+        d.mkdir(parents=True, exist_ok=True)
+    sh(f"mount -t ext4 {loop} {base}")  # before activation: not a session
+    try:
+        (base / "upper").mkdir()
+        (base / "work").mkdir()
+        sh(f"mount -t overlay overlay -o lowerdir={lower},upperdir={base}/upper,"
+           f"workdir={base}/work {store}")
+        try:
+            load_bdsnap(store_dir=store / "snap")
+            disk.activate(loop, flags=uapi.BDSNAP_ACT_ORDERED)
+            second = Path("/mnt/ovl-second")
+            second.mkdir(exist_ok=True)
+            res = subprocess.run(["mount", "-t", "ext4", loop, str(second)],
+                                 capture_output=True, text=True, timeout=120)
+            if res.returncode == 0:
+                sh(f"umount {second}")
+            assert res.returncode != 0, "a session with its store on the tracked device started"
+            assert "on the tracked device" in sh("dmesg | tail -n 20").stdout
+            disk.deactivate()
+        finally:
+            sh(f"umount {store}")
+    finally:
+        sh(f"umount {base}")
+
+
+def test_store_on_a_loop_image_on_the_tracked_fs_is_refused(load_bdsnap, make_disk):
+    """Before: a store on a loop device whose image file lives on the tracked
+    file system passed the check (only the store's own device was compared)."""
+    disk = make_disk().mkfs_ext4()
+    loop = disk.attach()
+    base, store = Path("/mnt/loopstore-base"), Path("/mnt/loopstore")
+    for d in (base, store):
+        d.mkdir(parents=True, exist_ok=True)
+    sh(f"mount -t ext4 {loop} {base}")
+    try:
+        sh(f"truncate -s 16M {base}/store.img && mkfs.ext4 -q -F {base}/store.img")
+        inner = sh(f"losetup -f --show {base}/store.img").stdout.strip()
+        try:
+            sh(f"mount -t ext4 {inner} {store}")
+            try:
+                load_bdsnap(store_dir=store)
+                with pytest.raises(OSError) as exc:
+                    uapi.activate(loop, PASSWORD)
+                assert exc.value.errno == errno.EXDEV
+            finally:
+                sh(f"umount {store}")
+        finally:
+            sh(f"losetup -d {inner}")
+    finally:
+        sh(f"umount {base}")
+
+
+def test_zoned_device_is_refused(bdsnap, guest):
+    """Before: a zoned device was activated; zone resets and appends change
+    data without sectors to save, and were not held."""
+    sh("modprobe null_blk nr_devices=1 zoned=1 zone_size=4 gb=1")
+    try:
+        assert Path("/sys/block/nullb0/queue/zoned").read_text().strip() != "none"
+        with pytest.raises(OSError) as exc:
+            uapi.activate("/dev/nullb0", PASSWORD)
+        assert exc.value.errno == errno.EOPNOTSUPP
+    finally:
+        sh("rmmod null_blk")
+
+
+def test_writeback_under_a_memory_cgroup_makes_progress(bdsnap, make_disk):
+    """Writeback to the tracked device while its writer is short of memory:
+    the pre-image reads come from a private bio set that frees itself and the
+    store writes from a WQ_MEM_RECLAIM queue, so the session neither hangs
+    (the guest panics on a hung task) nor loses a block."""
+    disk = make_disk(size_mb=200).mkfs_ext4()
+    before = sha256(disk.image)
+    seen = set(sessions())
+    disk.activate(flags=uapi.BDSNAP_ACT_ORDERED)
+    disk.attach()
+    mnt = disk.mount()
+    cg = Path("/sys/fs/cgroup")
+    if not (cg / "cgroup.controllers").exists():
+        sh(f"mount -t cgroup2 none {cg}")
+    group = cg / "bdsnap-pressure"
+    group.mkdir(exist_ok=True)
+    try:
+        (cg / "cgroup.subtree_control").write_text("+memory")
+        (group / "memory.max").write_text(str(24 << 20))
+        sh(f"sh -c 'echo $$ > {group}/cgroup.procs && "
+           f"dd if=/dev/urandom of={mnt}/big bs=1M count=120 status=none && sync'")
+        events = (group / "memory.events").read_text()
+        print(events)
+    finally:
+        group.rmdir()
+    disk.umount()
+    (session,) = [s for s in sessions() if s not in seen]
+    assert meta(session)["state"] == "complete"
+    disk.deactivate()
+    disk.detach()
     restore(session, disk.image)
     assert sha256(disk.image) == before

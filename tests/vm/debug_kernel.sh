@@ -1,6 +1,6 @@
 #!/bin/bash
 # Build (once) and cache the debug kernel the test guest can boot with
-# KERNEL=debug (tests/vm/run.py): Debian's linux-source-6.1 configured with
+# KERNEL=debug (tests/vm/run.py): Debian's linux-source-<series> configured with
 # x86_64_defconfig + kvm_guest.config + tests/vm/debug.config (KASAN, lockdep,
 # atomic-sleep, kmemleak, DEBUG_LIST), every option of the fragment checked.
 #
@@ -25,9 +25,14 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FRAGMENT=$HERE/debug.config
 CACHE_ROOT=${BDSNAP_CACHE:-/var/cache/bdsnap}
-SRC_PKG=linux-source-6.1
-TARBALL=/usr/src/linux-source-6.1.tar.xz
-PACKAGES="linux-source-6.1 build-essential bc bison flex libssl-dev libelf-dev dwarves cpio kmod xz-utils"
+# The source of the release's own kernel: the series of the newest headers
+# (6.1 on Debian 12, 6.12 on Debian 13), as mk/kernel.mk picks them.
+SERIES=$(ls -d /lib/modules/*/build 2>/dev/null | sed 's|/lib/modules/||;s|/build||' | sort -V |
+	tail -n 1 | cut -d. -f1-2)
+[ -n "$SERIES" ] || SERIES=6.1
+SRC_PKG=linux-source-$SERIES
+TARBALL=/usr/src/linux-source-$SERIES.tar.xz
+PACKAGES="$SRC_PKG build-essential bc bison flex libssl-dev libelf-dev dwarves cpio kmod xz-utils"
 JOBS=${JOBS:-2}
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 

@@ -8,8 +8,9 @@
 #   tests/vm/kernel_root.sh RELEASE --path   print the directory if it is complete,
 #                                            else exit 1 (never builds, installs nothing)
 #
-# RELEASE: trixie (Debian 13, 6.12) or sid (7.x). bookworm's kernel is the
-# host's own linux-image-amd64 and needs no root.
+# RELEASE: bookworm (Debian 12, 6.1), trixie (Debian 13, 6.12) or sid (7.x).
+# The host's own release needs no root: its kernel is the host's
+# linux-image-amd64 (tests/kernels.py skips it).
 #
 # Cache: $BDSNAP_CACHE (default /var/cache/bdsnap)/root-RELEASE/, outside the
 # clone so later runs and other clones reuse it. It holds
@@ -32,11 +33,11 @@ die() { echo "kernel_root: error: $*" >&2; exit 1; }
 # shellcheck source=../lib/cache.sh
 . "$HERE/../lib/cache.sh"
 
-usage() { die "usage: $0 trixie|sid [--path]"; }
+usage() { die "usage: $0 bookworm|trixie|sid [--path]"; }
 [ $# -ge 1 ] || usage
 RELEASE=$1
 case $RELEASE in
-trixie | sid) ;;
+bookworm | trixie | sid) ;;
 *) usage ;;
 esac
 CACHE=$CACHE_ROOT/root-$RELEASE

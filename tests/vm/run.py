@@ -3,7 +3,7 @@
 
     /usr/bin/python3 tests/vm/run.py [--name N] [--timeout S] [--disk FILE]... \
         [--mem MB] [--append ARGS] [--expect-crash] [--quiet] \
-        [--kernel debian|trixie|sid|debug] -- CMD [ARGS...]
+        [--kernel debian|bookworm|trixie|sid|debug] -- CMD [ARGS...]
 
 or, from Python:
 
@@ -25,9 +25,10 @@ With --expect-crash, a guest crash is the success and anything else a failure.
 See tests/vm/init.sh for the guest side. Standard library only.
 
 Kernels (--kernel, or KERNEL= in the environment): debian (the default) is the
-host's own Debian kernel (linux-image-amd64: 6.1 on Debian 12); the modules of
-the work tree are built for it. trixie (Debian 13, 6.12) and sid (7.x) boot the
-kernel of that release's root cached by tests/vm/kernel_root.sh (its vmlinuz,
+host's own Debian kernel (linux-image-amd64: 6.1 on Debian 12, 6.12 on Debian
+13); the modules of the work tree are built for it. bookworm (6.1), trixie
+(6.12) and sid (7.x) boot the kernel of that release's root cached by
+tests/vm/kernel_root.sh (its vmlinuz,
 -M q35; the initramfs gets that kernel's 9p/overlay modules, the guest sees its
 /lib/modules/<release> bind-mounted): before the first boot of a process the
 runner copies the module sources to build/ko/<kernel>/ and builds them there
@@ -86,7 +87,7 @@ DEBUG_KERNEL_ARGS = "kasan_multi_shot nokaslr no_timer_check no5lvl"
 
 # Kernels of other Debian releases: boot with the root's vmlinuz on q35 (their
 # 9p stack loads from modules); no_timer_check as for the debug kernel.
-ROOT_KERNELS = ("trixie", "sid")
+ROOT_KERNELS = ("bookworm", "trixie", "sid")
 ROOT_KERNEL_ARGS = "nokaslr no_timer_check"
 KERNELS = ("debian", *ROOT_KERNELS, "debug")
 DEBUG_KERNEL_SH = Path(__file__).resolve().parent / "debug_kernel.sh"
@@ -144,8 +145,17 @@ def default_kver() -> str:
     return sorted(vers, key=key)[-1]
 
 
+def host_release() -> str:
+    """The host's Debian codename (bookworm, trixie, ...), from /etc/os-release."""
+    for line in Path("/etc/os-release").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "VERSION_CODENAME":
+            return value.strip('"')
+    return ""
+
+
 def default_kernel() -> str:
-    """KERNEL=debian|trixie|sid|debug from the environment; debian when unset."""
+    """KERNEL=debian|bookworm|trixie|sid|debug from the environment; debian when unset."""
     kernel = os.environ.get("KERNEL") or "debian"
     if kernel not in KERNELS:
         sys.exit(f"run.py: KERNEL={kernel!r}: must be one of {', '.join(KERNELS)}")
@@ -643,7 +653,8 @@ def main(argv=None) -> int:
     ap.add_argument("--append", default="", help="extra kernel command line")
     ap.add_argument("--quiet", action="store_true", help="do not stream CMD's output")
     ap.add_argument("--kernel", choices=KERNELS, default=None,
-                    help="debian: the host's Debian kernel (default); trixie, sid: the kernel "
+                    help="debian: the host's Debian kernel (default); bookworm, trixie, sid: "
+                    "the kernel "
                     "of that release's root (tests/vm/kernel_root.sh); debug: the "
                     "KASAN/lockdep/kmemleak kernel built by tests/vm/debug_kernel.sh "
                     "(default: $KERNEL, else debian)")
