@@ -138,7 +138,7 @@ unsigned int bdsnap_store_queued(struct bdsnap_store *st);
 int bdsnap_store_mkdir(const char *path);
 int bdsnap_store_init(void);
 /* store_quota.c: the store's size cap */
-void bdsnap_store_quota_recount(const char *dir);
+int bdsnap_store_quota_recount(const char *dir);
 int bdsnap_store_quota_take(u64 bytes);
 void bdsnap_store_quota_give(u64 bytes);
 void bdsnap_store_done(void);

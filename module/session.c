@@ -134,7 +134,16 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 	ret = bdsnap_store_check_dev(bdsnap_store_dir, dev);
 	if (ret)
 		goto fail_bdev;
-	bdsnap_store_quota_recount(bdsnap_store_dir);
+	/*
+	 * An ordered session could not save a single pre-image: every write
+	 * would fail.  A plain one starts, and goes incomplete at once.
+	 */
+	ret = bdsnap_store_quota_recount(bdsnap_store_dir);
+	if (ret == -EDQUOT && info.ordered) {
+		pr_err("%s: the store %s is over its cap (store_max_mb): prune sessions first\n",
+		       d->path, bdsnap_store_dir);
+		goto fail_bdev;
+	}
 	dir = bdsnap_session_dir(s);
 	if (!dir) {
 		ret = -ENOMEM;

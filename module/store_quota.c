@@ -75,8 +75,9 @@ static u64 bdsnap_quota_file(const char *dir, const char *session, const char *f
  * @dir: the store directory.
  *
  * Context: process; a session is starting (registry lock held).
+ * Return: 0, or -EDQUOT when the store is over its cap already.
  */
-void bdsnap_store_quota_recount(const char *dir)
+int bdsnap_store_quota_recount(const char *dir)
 {
 	struct bdsnap_quota_scan scan = {
 		.ctx.actor = bdsnap_quota_actor,
@@ -87,10 +88,10 @@ void bdsnap_store_quota_recount(const char *dir)
 	u64 used = 0;
 
 	if (!READ_ONCE(store_max_mb))
-		return;
+		return 0;
 	scan.names = kvmalloc(scan.cap, GFP_KERNEL);
 	if (!scan.names)
-		return;
+		return -ENOMEM;
 	file = filp_open(dir, O_RDONLY | O_DIRECTORY, 0);
 	if (!IS_ERR(file)) {
 		iterate_dir(file, &scan.ctx);
@@ -100,6 +101,7 @@ void bdsnap_store_quota_recount(const char *dir)
 		used += bdsnap_quota_file(dir, name, "blocks") + bdsnap_quota_file(dir, name, "meta");
 	kvfree(scan.names);
 	atomic64_set(&bdsnap_store_used, used);
+	return used >= (u64)READ_ONCE(store_max_mb) << 20 ? -EDQUOT : 0;
 }
 
 /* Count @bytes more for the store: 0, or -EDQUOT (not counted) past the cap. */

@@ -211,7 +211,7 @@ def test_full_store_records_the_end_when_meta_needs_room(small_store, load_bdsna
     meta lines were lost and the session stayed "open" instead of
     "incomplete:ENOSPC". meta's room is reserved when the session starts."""
     load_bdsnap()
-    deep = tmp_path / ("d" * 240) / ("e" * 240) / ("f" * 240)
+    deep = tmp_path / ("d" * 205) / ("e" * 205) / ("f" * 205)
     deep.mkdir(parents=True)
     disk = Disk(deep / "tracked.img", 64)
     try:
@@ -242,12 +242,13 @@ def test_full_store_records_the_end_when_meta_needs_room(small_store, load_bdsna
 
 
 @pytest.mark.parametrize("ordered", [0, 1], ids=["plain", "ordered"])
-def test_store_size_cap(load_bdsnap, make_disk, ordered):
+def test_store_size_cap(load_bdsnap, make_disk, tmp_path, ordered):
     """store_max_mb caps the store: the session goes incomplete:EDQUOT with one
-    log line; a plain session's writes go on, an ordered one's fail with EIO."""
-    load_bdsnap(store_max_mb=2)
+    log line; a plain session's writes go on, an ordered one's fail with EIO.
+    An ordered session cannot start in a store already over the cap."""
+    store = tmp_path / "capped"
+    load_bdsnap(store_max_mb=2, store_dir=store)
     disk, old, _ = prepare(make_disk)
-    seen = set(sessions())
     mark = kmsg_mark(f"store cap, ordered={ordered}")
     disk.activate(flags=ordered * uapi.BDSNAP_ACT_ORDERED)
     disk.attach()
@@ -270,11 +271,19 @@ def test_store_size_cap(load_bdsnap, make_disk, ordered):
         os.close(fd)
     assert errors == ({errno.EIO} if ordered else set()), errors
     disk.umount()
-    (session,) = new_sessions(seen)
+    (session,) = [p for p in store.iterdir() if p.is_dir()]
     info = meta(session)
     assert info["state"] == "incomplete:EDQUOT", info
     assert int(info["bytes_stored"]) <= 2 << 20, info
     assert_one_log_line(mark, session, Path(disk.loop).name, disk.image)
+    if ordered:
+        # the admin lowers the cap under what the store holds
+        Path("/sys/module/bdsnap/parameters/store_max_mb").write_text("1\n")
+        res = sh(f"mount -t ext4 {disk.loop} {mnt}", check=False)
+        if res.returncode == 0:
+            sh(f"umount {mnt}")
+        assert res.returncode != 0, "an ordered session started in a store over its cap"
+        assert "over its cap" in sh("dmesg | tail -n 5").stdout
 
 
 def test_full_store_ordered_fails_unsaved_writes_with_eio(small_store, load_bdsnap, make_disk):
