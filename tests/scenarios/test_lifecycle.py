@@ -7,6 +7,7 @@ sha256 of the device before the mount equals the one after the restore.
 import errno
 import mmap
 import os
+import re
 import subprocess
 import threading
 import time
@@ -143,20 +144,30 @@ def test_partitions_of_an_activated_disk_are_tracked(bdsnap, make_disk, by):
     assert sha256(disk.image) == before
 
 
+def largest_extent(path):
+    """(first block, block count) of the largest extent of a file, 4 KiB blocks."""
+    out = sh(f"filefrag -v -b4096 {path}").stdout
+    exts = [(int(m[0]), int(m[1]) - int(m[0]) + 1)
+            for m in re.findall(r"^\s*\d+:\s+\d+\.\.\s*\d+:\s+(\d+)\.\.\s*(\d+):", out, re.M)]
+    return max(exts, key=lambda e: e[1])
+
+
 def test_huge_discard_does_not_starve_other_first_writes(bdsnap, make_disk):
     """Before: the worker filled every batch from the held bios in list order,
-    so one big discard (fstrim) took every batch until all its pre-images were
-    saved, and a small first write held behind it waited for all of them (in
-    ordered mode a store flush per batch). Now every held bio gets a share of
-    each batch: the small writes go on while the discard is being saved."""
+    so one big discard took every batch until all its pre-images were saved
+    (in ordered mode a store flush per batch), and a small first write held
+    behind it waited for all of them. Now every held bio gets a share of each
+    batch: the small writes go on while the discard is being saved."""
     disk = make_disk(size_mb=192).mkfs_ext4("-b", "4096")
     disk.attach()
     mnt = disk.mount()
     write_random(mnt / "small", 4 << 20)
     with open(mnt / "big", "wb") as f:  # text: cheap pre-images
         for i in range(64):
-            f.write((b"free space that fstrim will discard %08d\n" % i) * (1 << 20 >> 6))
+            f.write((b"free space that will be discarded %08d\n" % i) * (1 << 20 >> 6))
     os.sync()
+    first, count = largest_extent(mnt / "big")
+    assert count >= 4096, f"no big extent to discard: {count} blocks"
     os.unlink(mnt / "big")
     os.sync()
     disk.umount()
@@ -171,31 +182,35 @@ def test_huge_discard_does_not_starve_other_first_writes(bdsnap, make_disk):
     buf = mmap.mmap(-1, 4096)
     buf.write(os.urandom(4096))
     done = []
-    stop = threading.Event()
 
     def writer():
         fd = os.open(mnt / "small", os.O_WRONLY | os.O_DIRECT)
         try:
             for blk in range(1024):
-                if stop.is_set():
-                    break
                 os.pwrite(fd, buf, blk * 4096)
                 done.append(time.monotonic())
         finally:
             os.close(fd)
 
-    t = threading.Thread(target=writer)
+    # One discard bio of the free extent (the file system keeps no data there).
+    discard = subprocess.Popen(["blkdiscard", "--force", "-o", str(first * 4096),
+                                "-l", str(count * 4096), disk.loop])
+    # the writer starts once the discard is held
+    while not uapi.list_devices()[0].writes_held and discard.poll() is None:
+        time.sleep(0.01)
+    assert discard.poll() is None, "the discard was not held: the test proves nothing"
     t0 = time.monotonic()
-    trim = subprocess.Popen(["fstrim", str(mnt)])
-    time.sleep(0.5)
+    t = threading.Thread(target=writer)
     t.start()
-    assert trim.wait(timeout=600) == 0
+    assert discard.wait(timeout=600) == 0
     t1 = time.monotonic()
-    stop.set()
     t.join()
-    during = [x for x in done if x < t1]
-    print(f"fstrim took {t1 - t0:.1f} s; {len(during)} first writes completed meanwhile")
-    assert len(during) >= 20, f"only {len(during)} small first writes went on during fstrim"
+    assert done, "no small write completed"
+    first_write, took = done[0] - t0, t1 - t0
+    print(f"the {count}-block discard took {took:.2f} s; the first small first write "
+          f"completed after {first_write:.2f} s")
+    assert took > 0.5, "the discard was too short to tell"
+    assert first_write < took / 2, "the small first write waited for the discard"
     disk.umount()
     (session,) = [s for s in sessions() if s not in seen]
     assert meta(session)["state"] == "complete"
