@@ -117,6 +117,16 @@ def small_store(guest, tmp_path):
     sh(f"losetup -d {loop}")
 
 
+def mount_lazytime(disk):
+    """Mount at /mnt/tracked with lazytime: an O_DIRECT overwrite of written
+    extents journals nothing, so each pwrite is exactly one data bio."""
+    mnt = Path("/mnt/tracked")
+    mnt.mkdir(parents=True, exist_ok=True)
+    sh(f"mount -t ext4 -o lazytime {disk.loop} {mnt}")
+    disk.mnt = mnt
+    return mnt
+
+
 def prepare(make_disk, data_mb=16):
     """A 64 MiB ext4 (4 KiB blocks) holding `data`: data_mb MiB of random bytes,
     written before any session. Returns (disk, old content, data's extents)."""
@@ -252,10 +262,7 @@ def test_store_size_cap(load_bdsnap, make_disk, tmp_path, ordered):
     mark = kmsg_mark(f"store cap, ordered={ordered}")
     disk.activate(flags=ordered * uapi.BDSNAP_ACT_ORDERED)
     disk.attach()
-    mnt = Path("/mnt/tracked")
-    mnt.mkdir(parents=True, exist_ok=True)
-    sh(f"mount -t ext4 -o lazytime {disk.loop} {mnt}")
-    disk.mnt = mnt
+    mnt = mount_lazytime(disk)
     buf = mmap.mmap(-1, 1 << 20)
     fd = os.open(mnt / "data", os.O_RDWR | os.O_DIRECT)
     errors = set()
@@ -295,12 +302,7 @@ def test_full_store_ordered_fails_unsaved_writes_with_eio(small_store, load_bdsn
     mark = kmsg_mark("full store, ordered session")
     disk.activate(flags=uapi.BDSNAP_ACT_ORDERED)
     disk.attach()
-    mnt = Path("/mnt/tracked")
-    mnt.mkdir(parents=True, exist_ok=True)
-    # lazytime: an O_DIRECT overwrite of written extents journals nothing, so
-    # each pwrite below is exactly one data bio for exactly one block.
-    sh(f"mount -t ext4 -o lazytime {disk.loop} {mnt}")
-    disk.mnt = mnt
+    mnt = mount_lazytime(disk)  # each 4 KiB pwrite below is one bio of one block
 
     buf = mmap.mmap(-1, BLOCK)
     fd = os.open(mnt / "data", os.O_RDWR | os.O_DIRECT)
@@ -517,10 +519,7 @@ def test_store_eio_mid_session(failing_store, load_bdsnap, make_disk, ordered):
     mark = kmsg_mark(f"store EIO, ordered={ordered}")
     disk.activate(flags=ordered * uapi.BDSNAP_ACT_ORDERED)
     disk.attach()
-    mnt = Path("/mnt/tracked")
-    mnt.mkdir(parents=True, exist_ok=True)
-    sh(f"mount -t ext4 -o lazytime {disk.loop} {mnt}")
-    disk.mnt = mnt
+    mnt = mount_lazytime(disk)
 
     buf = mmap.mmap(-1, BLOCK)
     fd = os.open(mnt / "data", os.O_RDWR | os.O_DIRECT)

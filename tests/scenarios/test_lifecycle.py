@@ -38,6 +38,17 @@ def new_sessions(store, seen=()):
                   key=lambda p: p.name.split("_")[-1])
 
 
+def unmount_and_restore(disk, seen, before):
+    """Unmount: one new session, complete; restored, the image is as before."""
+    disk.umount()
+    (session,) = [s for s in sessions() if s not in seen]
+    assert meta(session)["state"] == "complete", meta(session)
+    disk.deactivate()
+    disk.detach()
+    restore(session, disk.image)
+    assert sha256(disk.image) == before
+
+
 def test_activate_block_device_before_the_store_exists(load_bdsnap, make_disk):
     """Before: on a machine with no store directory yet, activating a block
     device answered ENOENT (the store check gave up at '/' without checking it)."""
@@ -211,13 +222,7 @@ def test_huge_discard_does_not_starve_other_first_writes(bdsnap, make_disk):
           f"completed after {first_write:.2f} s")
     assert took > 0.5, "the discard was too short to tell"
     assert first_write < took / 2, "the small first write waited for the discard"
-    disk.umount()
-    (session,) = [s for s in sessions() if s not in seen]
-    assert meta(session)["state"] == "complete"
-    disk.deactivate()
-    disk.detach()
-    restore(session, disk.image)
-    assert sha256(disk.image) == before
+    unmount_and_restore(disk, seen, before)
 
 
 def test_store_on_an_overlay_over_the_tracked_fs_is_refused(load_bdsnap, make_disk, tmp_path):
@@ -319,10 +324,4 @@ def test_writeback_under_a_memory_cgroup_makes_progress(bdsnap, make_disk):
         print(events)
     finally:
         group.rmdir()
-    disk.umount()
-    (session,) = [s for s in sessions() if s not in seen]
-    assert meta(session)["state"] == "complete"
-    disk.deactivate()
-    disk.detach()
-    restore(session, disk.image)
-    assert sha256(disk.image) == before
+    unmount_and_restore(disk, seen, before)
