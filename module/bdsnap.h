@@ -268,6 +268,7 @@ void bdsnap_session_sb_gone(const struct super_block *sb);
 struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
 					       const struct bdsnap_tracker_ops *ops);
 unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block);
+void bdsnap_session_fail(struct bdsnap_session *s, const char *why);
 
 /* fingerprint.c: what the device holds at a session's end */
 int bdsnap_fingerprint(struct bdsnap_session *s, unsigned int *nr_sample, u8 *digest);

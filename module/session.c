@@ -70,6 +70,26 @@ struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
 	return NULL;
 }
 
+/**
+ * bdsnap_session_fail() - pre-images can no longer be taken.
+ * @s: the session; it ends incomplete.
+ * @why: what went wrong, logged once per session; NULL when the failure is
+ *	logged already (the store logs its own).
+ *
+ * The one way a session becomes incomplete on the trackers' side.  A plain
+ * session lets writes through untracked from now on; an ordered one fails
+ * the writes whose pre-image it does not have (tracker_bio.c).
+ *
+ * Context: any: probe handlers, atomic context.
+ */
+void bdsnap_session_fail(struct bdsnap_session *s, const char *why)
+{
+	if (why && !READ_ONCE(s->failed))
+		pr_err("%s: %s: session %s is incomplete\n", s->devname, why, s->dirname);
+	atomic64_inc(&s->read_errors);
+	WRITE_ONCE(s->failed, true);
+}
+
 unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block)
 {
 	u64 start = block * BDSNAP_BLOCK_SIZE;

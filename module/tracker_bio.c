@@ -234,22 +234,6 @@ static int bdsnap_bio_read_run(struct bdsnap_session *s, struct bdsnap_bio_batch
 	return 0;
 }
 
-/* Pre-images are lost from now on: the session ends incomplete. */
-static void bdsnap_bio_mark_failed(struct bdsnap_session *s)
-{
-	atomic64_inc(&s->read_errors);
-	WRITE_ONCE(s->failed, true);
-}
-
-/* A failure of the tracker's own (the store logs its failures itself). */
-static void bdsnap_bio_fail(struct bdsnap_session *s, int error)
-{
-	if (!READ_ONCE(s->failed))
-		pr_err("%s: cannot take pre-images (error %d): session %s is incomplete\n",
-		       s->devname, error, s->dirname);
-	bdsnap_bio_mark_failed(s);
-}
-
 /*
  * Read the old content of @n sorted blocks and hand it to the store.  A
  * block counts as saved (and later writes to it pass straight through) once
@@ -292,16 +276,16 @@ static void bdsnap_bio_save(struct bdsnap_session *s, struct bdsnap_bio_batch *b
 	}
 	if (!error && !store_error && s->ordered)
 		store_error = bdsnap_store_wait_durable(&s->store, seq);
-	if (error)
-		bdsnap_bio_fail(s, error);
-	else if (store_error)
-		bdsnap_bio_mark_failed(s);
+	/* the store logs its own failures */
+	if (error || store_error)
+		bdsnap_session_fail(s, error == -ENOMEM ? "out of memory for pre-images" :
+				       error ? "reading pre-images failed" : NULL);
 	if (error || store_error)
 		return;
 	for (i = 0; i < n && !error; i++)
 		error = bdsnap_blockmap_set(&s->map, batch->blocks[i], GFP_NOIO);
 	if (error)
-		bdsnap_bio_fail(s, error);
+		bdsnap_session_fail(s, "out of memory for the block map");
 }
 
 /*

@@ -116,14 +116,6 @@ static bool bdsnap_window_covers(struct bdsnap_session *s)
 	return covers;
 }
 
-static void bdsnap_vfs_fail(struct bdsnap_session *s, const char *why)
-{
-	if (!READ_ONCE(s->failed))
-		pr_err("%s: %s: session %s is incomplete\n", s->devname, why, s->dirname);
-	atomic64_inc(&s->read_errors);
-	WRITE_ONCE(s->failed, true);
-}
-
 static struct bdsnap_session *bdsnap_vfs_session(struct block_device *bdev)
 {
 	return bdev ? bdsnap_session_find_rcu(bdev, &bdsnap_tracker_vfs_ops) : NULL;
@@ -143,7 +135,7 @@ static int bdsnap_window_entry(struct pt_regs *regs, struct super_block *sb)
 		if (bdsnap_window_open(s))
 			skip = 0;
 		else
-			bdsnap_vfs_fail(s, "too many concurrent writers to track");
+			bdsnap_session_fail(s, "too many concurrent writers to track");
 	}
 	rcu_read_unlock();
 	return skip;	/* non-zero: no return handler for this call */
@@ -195,7 +187,7 @@ static void bdsnap_vfs_copy(struct bdsnap_session *s, struct buffer_head *bh)
 	u64 block;
 
 	if (bh->b_size != BDSNAP_BLOCK_SIZE) {
-		bdsnap_vfs_fail(s, "buffer size is not the tracked block size");
+		bdsnap_session_fail(s, "buffer size is not the tracked block size");
 		return;
 	}
 	block = bh->b_blocknr;
@@ -210,7 +202,7 @@ static void bdsnap_vfs_copy(struct bdsnap_session *s, struct buffer_head *bh)
 		if (copy && copy->page)
 			__free_page(copy->page);
 		kfree(copy);
-		bdsnap_vfs_fail(s, "out of memory for a pre-image");
+		bdsnap_session_fail(s, "out of memory for a pre-image");
 		goto out;
 	}
 	memcpy(page_address(copy->page), bh->b_data, BDSNAP_BLOCK_SIZE);
@@ -289,7 +281,7 @@ static int bdsnap_dirty_pre(struct kprobe *kp, struct pt_regs *regs)
 	if (s && !READ_ONCE(s->failed) &&
 	    (bh->b_size != BDSNAP_BLOCK_SIZE ||
 	     !bdsnap_blockmap_all_set(&s->map, bh->b_blocknr, bh->b_blocknr)))
-		bdsnap_vfs_fail(s, "a block was changed outside every tracked write call");
+		bdsnap_session_fail(s, "a block was changed outside every tracked write call");
 	rcu_read_unlock();
 	return 0;
 }
@@ -321,7 +313,7 @@ static void bdsnap_vfs_work(struct work_struct *work)
 	llist_for_each_entry_safe(copy, next, list, node) {
 		if (bdsnap_store_add(&s->store, copy->block, copy->page,
 				     bdsnap_session_block_len(s, copy->block), NULL))
-			atomic64_inc(&s->read_errors);
+			bdsnap_session_fail(s, NULL);
 		kfree(copy);
 	}
 }
@@ -339,7 +331,7 @@ static int bdsnap_tracker_vfs_start(struct bdsnap_session *s)
 static void bdsnap_tracker_vfs_stop(struct bdsnap_session *s)
 {
 	if (bdsnap_vfs_missed() != s->vfs_missed)
-		bdsnap_vfs_fail(s, "the kernel missed tracking probes");
+		bdsnap_session_fail(s, "the kernel missed tracking probes");
 	flush_work(&s->vfs_work);
 	bdsnap_vfs_work(&s->vfs_work);
 }
