@@ -9,6 +9,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,23 @@ def sh(cmd, check=True, input=None):
     if check and res.returncode:
         raise AssertionError(f"`{cmd}` exited {res.returncode}:\n{res.stdout}")
     return res
+
+
+def kmsg_mark(text):
+    """Write a unique marker into the kernel log; klog_since() reads after it.
+    (Counting lines does not work: a full log buffer drops the oldest.)"""
+    mark = f"bdsnap-test: {text} {time.monotonic_ns()}"
+    with open("/dev/kmsg", "w") as f:
+        f.write(mark + "\n")
+    return mark
+
+
+def klog_since(mark):
+    lines = sh("dmesg").stdout.splitlines()
+    for i, line in enumerate(lines):
+        if mark in line:
+            return lines[i + 1:]
+    raise AssertionError(f"marker {mark!r} not in the kernel log")
 
 
 def sha256(path):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI, STORE, Disk, meta, sessions, sh, sha256, uapi
+from conftest import CLI, STORE, Disk, klog_since, kmsg_mark, meta, sessions, sh, sha256, uapi
 
 pytestmark = pytest.mark.ext4
 
@@ -46,22 +46,6 @@ FAILURE_LINE = re.compile(r"\bbdsnap[-\w]*: .*(error|fail|incomplete|ENOSPC|EIO)
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def kmsg_mark(text):
-    """Write a unique marker into the kernel log; klog_since() reads after it."""
-    mark = f"bdsnap-test: {text} {time.monotonic_ns()}"
-    with open("/dev/kmsg", "w") as f:
-        f.write(mark + "\n")
-    return mark
-
-
-def klog_since(mark):
-    lines = sh("dmesg").stdout.splitlines()
-    for i, line in enumerate(lines):
-        if mark in line:
-            return lines[i + 1:]
-    raise AssertionError(f"marker {mark!r} not in the kernel log")
 
 
 def failure_lines(mark, *scrub):

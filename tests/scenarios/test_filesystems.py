@@ -8,7 +8,6 @@ error. Every test restores the device bit-exact.
 """
 
 import os
-from pathlib import Path
 
 import pytest
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KO_ROOT, REPO, require_built
+from conftest import KO_ROOT, REPO, klog_since, kmsg_mark, require_built
 
 SFS_DIR = REPO / "singlefile_fs"
 MODULE = KO_ROOT / "singlefile_fs" / "singlefilefs.ko"
@@ -79,10 +79,6 @@ def run(*cmd, check=True):
         raise AssertionError("%s: exit %d: %s" % (" ".join(map(str, cmd)),
                                                   res.returncode, res.stderr.strip()))
     return res
-
-
-def kmsg_lines():
-    return run("dmesg").stdout.splitlines()
 
 
 def read_super(image):
@@ -380,11 +376,11 @@ def test_bad_image_refused(env, corrupt, message):
     dev = env.loop(image)
     mnt = env.tmp / "mnt"
     mnt.mkdir()
-    before = len(kmsg_lines())
+    mark = kmsg_mark("bad singlefilefs image")
     res = run("mount", "-t", "singlefilefs", dev, mnt, check=False)
     if res.returncode == 0:
         Env.umount(mnt)
         pytest.fail("corrupt image mounted")
     assert not os.path.ismount(mnt)
-    new = "\n".join(kmsg_lines()[before:])
+    new = "\n".join(klog_since(mark))
     assert "singlefilefs: " in new and message in new, new
