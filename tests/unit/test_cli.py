@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import CLI, DEVICE_SIZE, run, sha
+from conftest import DEVICE_SIZE, run, sha
 
 NO_MODULE = not os.path.exists("/dev/snap")
 needs_no_module = pytest.mark.skipif(not NO_MODULE, reason="/dev/snap exists on this host")

@@ -4,7 +4,7 @@ import json
 import pytest
 
 import storegen as g
-from conftest import DEVICE_SIZE, SAVED, pre_block, run, sha
+from conftest import DEVICE_SIZE, run, sha
 
 
 def store(world, per_device=3, devices=("a", "b")):
