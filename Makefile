@@ -229,6 +229,10 @@ INSTALLED    := $(SBINDIR)/bdsnap $(LIBDIR)/libbdsnap.so.0 $(LIBDIR)/libbdsnap.s
 
 .PHONY: install install-dkms uninstall
 
+# bdsnap.pc names directories under the prefix through ${prefix}, so that
+# pkg-config --define-variable=prefix=... relocates it.
+under_prefix = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+
 install: lib cli
 	$(MAKE) -C cli shared/bdsnap WERROR=$(WERROR)
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
@@ -240,9 +244,9 @@ install: lib cli
 	install -m 644 lib/libbdsnap.a $(DESTDIR)$(LIBDIR)/libbdsnap.a
 	install -m 644 lib/bdsnap.h $(DESTDIR)$(INCLUDEDIR)/bdsnap/bdsnap.h
 	install -m 644 include/uapi/bdsnap.h $(DESTDIR)$(INCLUDEDIR)/bdsnap/uapi/bdsnap.h
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(PKG_VERSION)|' \
-		lib/bdsnap.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/bdsnap.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(call under_prefix,$(LIBDIR))|' \
+		-e 's|@INCLUDEDIR@|$(call under_prefix,$(INCLUDEDIR))|' \
+		-e 's|@VERSION@|$(PKG_VERSION)|' lib/bdsnap.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/bdsnap.pc
 	install -m 644 cli/bdsnap.8 $(DESTDIR)$(MANDIR)/man8/bdsnap.8
 	sed 's|@SBINDIR@|$(SBINDIR)|g' systemd/bdsnap.service.in \
 		> $(DESTDIR)$(SYSTEMDUNITDIR)/bdsnap.service
