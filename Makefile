@@ -291,7 +291,9 @@ endif
 # in, and `debian/rules clean` never touches this tree), then checked by
 # lintian (build/deb/lintian.txt): an error or a warning fails.
 # make test-packages: install, use and purge them in a guest of each supported
-# Debian release (tests/packages/, ~N min a release; not part of make test).
+# Debian release, booted with systemd on an overlay of that release's cached
+# root (tests/packages/, ~N min a release, one guest at a time; not part of
+# make test: CI's time).
 DEB_OUT := build/deb
 DEB_SRC := $(DEB_OUT)/src/bdsnap-$(PKG_VERSION)
 .PHONY: deb test-packages
@@ -307,6 +309,10 @@ deb: deps-pkg
 	cat $(DEB_OUT)/lintian.txt
 	mv $(DEB_OUT)/src/*.deb $(DEB_OUT)/src/*.changes $(DEB_OUT)/src/*.buildinfo $(DEB_OUT)/
 	rm -rf $(DEB_OUT)/src
+
+test-packages: deb
+	for r in bookworm trixie sid; do tests/vm/kernel_root.sh $$r >/dev/null || exit 1; done
+	$(PYTEST) -v -s tests/packages
 
 # ---- issue 8: long fault tests and fuzzing -----------------------------------
 # make stress   20 crash runs on ordered sessions (each: crash the guest during
