@@ -292,7 +292,7 @@ endif
 # lintian (build/deb/lintian.txt): an error or a warning fails.
 # make test-packages: install, use and purge them in a guest of each supported
 # Debian release, booted with systemd on an overlay of that release's cached
-# root (tests/packages/, ~N min a release, one guest at a time; not part of
+# root (tests/packages/, 5-8 min a release, one guest at a time; not part of
 # make test: CI's time).
 DEB_OUT := build/deb
 DEB_SRC := $(DEB_OUT)/src/bdsnap-$(PKG_VERSION)

@@ -1,6 +1,6 @@
 """The Debian packages as an admin uses them, on each supported release.
 
-    make test-packages        (make deb, the roots, then this file: ~N min a release)
+    make test-packages        (make deb, the roots, then this file: 5-8 min a release)
     /usr/bin/python3 -m pytest -v -s tests/packages [-k trixie]
 
 For each release (bookworm, trixie, sid), on an overlay of its cached root
