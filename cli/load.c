@@ -115,8 +115,9 @@ static int load_failed(const struct args *a, const struct bdsnap_load_report *r,
 		if (a->from)
 			warnx("load: %s: no such module file (build it with make)", path);
 		else
-			warnx("load: bdsnap.ko is not installed for kernel %s: make install "
-			      "(with DKMS), or --from a build tree", r->running);
+			warnx("load: bdsnap.ko is not installed for kernel %s: install bdsnap-dkms "
+			      "and this kernel's headers (or make install, with DKMS), or --from a "
+			      "build tree", r->running);
 		return EXIT_MODULE;
 	case -ENOEXEC:
 		if (r->kver[0])

@@ -289,8 +289,9 @@ def test_not_installed_exit_5(files):
         pytest.skip("bdsnap is installed for this kernel")
     res = dry_load("--passfile", pw, "--dry-run")
     assert res.returncode == 5
-    assert res.stderr == ("bdsnap: load: bdsnap.ko is not installed for kernel %s: make install "
-                          "(with DKMS), or --from a build tree\n" % os.uname().release)
+    assert res.stderr == ("bdsnap: load: bdsnap.ko is not installed for kernel %s: install "
+                          "bdsnap-dkms and this kernel's headers (or make install, with DKMS), "
+                          "or --from a build tree\n" % os.uname().release)
 
 
 @needs_no_module
