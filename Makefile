@@ -15,7 +15,8 @@ PASSWORD_FILE ?= /etc/bdsnap/password
 
 # Debian packages per goal, named alike on Debian 12 and 13 (linux-source and
 # libclang-rt-dev are the releases' own metapackages). `make demo` installs
-# the first two lists, `make test` the first three; the debug kernel's build
+# the first two lists, `make test` the first three and PKG_PACKAGES (its host
+# tests build the Debian packages and run lintian); the debug kernel's build
 # installs its own (tests/vm/debug_kernel.sh), as the arm64 side does
 # (tests/arm64/deps.sh).
 BUILD_PACKAGES := build-essential pkg-config linux-headers-amd64 kmod zlib1g-dev libkmod-dev \
@@ -80,7 +81,7 @@ deps-demo:
 	$(call install_missing,$(BUILD_PACKAGES) $(DEMO_PACKAGES))
 
 deps:
-	$(call install_missing,$(BUILD_PACKAGES) $(DEMO_PACKAGES) $(TEST_PACKAGES))
+	$(call install_missing,$(BUILD_PACKAGES) $(DEMO_PACKAGES) $(TEST_PACKAGES) $(PKG_PACKAGES))
 
 deps-debug:
 	$(call install_missing,$(DEBUG_PACKAGES))

@@ -3,7 +3,8 @@
 
     /usr/bin/python3 tests/vm/run.py [--name N] [--timeout S] [--disk FILE]... \
         [--mem MB] [--append ARGS] [--expect-crash] [--quiet] \
-        [--kernel debian|bookworm|trixie|sid|debug] -- CMD [ARGS...]
+        [--kernel debian|bookworm|trixie|sid|debug] [--root DIR [--systemd]] \
+        -- CMD [ARGS...]
 
 or, from Python:
 
