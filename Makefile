@@ -15,7 +15,8 @@ PASSWORD_FILE ?= /etc/bdsnap/password
 
 # Debian packages per goal, named alike on Debian 12 and 13 (linux-source and
 # libclang-rt-dev are the releases' own metapackages). `make demo` installs
-# the first two lists, `make test` the first three; the debug kernel's build
+# the first two lists, `make test` the first three and PKG_PACKAGES (its host
+# tests build the Debian packages and run lintian); the debug kernel's build
 # installs its own (tests/vm/debug_kernel.sh), as the arm64 side does
 # (tests/arm64/deps.sh).
 BUILD_PACKAGES := build-essential pkg-config linux-headers-amd64 kmod zlib1g-dev libkmod-dev \
@@ -25,8 +26,15 @@ DEMO_PACKAGES  := qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs xz-
 TEST_PACKAGES  := python3-pytest fio dmsetup fdisk debootstrap btrfs-progs xfsprogs dosfstools \
 	clang libclang-rt-dev
 DEBUG_PACKAGES := linux-source bc bison flex libssl-dev libelf-dev dwarves
+# `make deb` (debian/): dpkg-buildpackage, debhelper with dh-dkms, and
+# lintian, which must find no error in the packages.
+PKG_PACKAGES   := dpkg-dev debhelper dh-dkms dkms fakeroot lintian
 
 SUBDIRS := module singlefile_fs usctm lib cli
+
+# The project's own builds treat warnings as errors; debian/rules builds with
+# WERROR= (a newer compiler's new warning must not break a package build).
+WERROR ?= -Werror
 
 .PHONY: all deps $(SUBDIRS) test test-host test-guest test_ext4 test_singlefile_fs \
 	demo load unload clean
@@ -37,18 +45,21 @@ else
 all: $(SUBDIRS)
 endif
 
-module singlefile_fs:
+module:
 	$(MAKE) -C $@
+
+singlefile_fs:
+	$(MAKE) -C $@ WERROR=$(WERROR)
 
 # With its test client: the module and caller the usctm scenarios load.
 usctm:
 	$(MAKE) -C usctm all test_client
 
 lib:
-	$(MAKE) -C lib
+	$(MAKE) -C lib WERROR=$(WERROR)
 
 cli: lib
-	$(MAKE) -C cli
+	$(MAKE) -C cli WERROR=$(WERROR)
 
 # Idempotent: apt-get runs only when a package is missing.
 define install_missing
@@ -62,7 +73,7 @@ define install_missing
 	fi
 endef
 
-.PHONY: deps-build deps-demo deps-debug
+.PHONY: deps-build deps-demo deps-debug deps-pkg
 deps-build:
 	$(call install_missing,$(BUILD_PACKAGES))
 
@@ -70,10 +81,13 @@ deps-demo:
 	$(call install_missing,$(BUILD_PACKAGES) $(DEMO_PACKAGES))
 
 deps:
-	$(call install_missing,$(BUILD_PACKAGES) $(DEMO_PACKAGES) $(TEST_PACKAGES))
+	$(call install_missing,$(BUILD_PACKAGES) $(DEMO_PACKAGES) $(TEST_PACKAGES) $(PKG_PACKAGES))
 
 deps-debug:
 	$(call install_missing,$(DEBUG_PACKAGES))
+
+deps-pkg:
+	$(call install_missing,$(BUILD_PACKAGES) $(PKG_PACKAGES))
 
 # The roots of the other Debian kernels are made in the background while the
 # host tests run; test-kernels waits for them (tests/vm/kernel_root.sh's lock).
@@ -179,15 +193,21 @@ clean:
 	rm -rf build
 
 # ---- install / uninstall ----------------------------------------------------
-# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the CLI, libbdsnap
-# (shared, static, pkg-config), its headers (<bdsnap.h> in
-# $(INCLUDEDIR)/bdsnap, which includes the uapi header next to it), the man
-# page, and, when dkms is installed, the module sources for DKMS
-# (install-dkms: copied to /usr/src/bdsnap-<version>, then `dkms install`
-# unless DESTDIR is set).
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the FHS layout of the
+# Debian packages (debian/rules runs it with PREFIX=/usr):
+#   $(SBINDIR)/bdsnap             the CLI, linked against libbdsnap.so.0
+#   $(LIBDIR)/libbdsnap.so.0 .so .a, $(LIBDIR)/pkgconfig/bdsnap.pc
+#                                 LIBDIR: the multiarch directory
+#   $(INCLUDEDIR)/bdsnap/         bdsnap.h and uapi/bdsnap.h (it includes it)
+#   $(MANDIR)/man8/bdsnap.8, $(SYSTEMDUNITDIR)/bdsnap.service,
+#   $(DOCDIR)/bdsnap.conf.example
+#   $(DKMS_SRCDIR)/               dkms.conf and the module sources, for DKMS
+# With DESTDIR nothing outside it is touched and dkms is not needed. Without
+# it, as root: ldconfig, and `dkms add` + `dkms install` when dkms is there.
 PREFIX       ?= /usr/local
-BINDIR       ?= $(PREFIX)/bin
-LIBDIR       ?= $(PREFIX)/lib
+SBINDIR      ?= $(PREFIX)/sbin
+MULTIARCH    := $(shell $(CC) -print-multiarch 2>/dev/null)
+LIBDIR       ?= $(PREFIX)/lib$(if $(MULTIARCH),/$(MULTIARCH))
 INCLUDEDIR   ?= $(PREFIX)/include
 MANDIR       ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
@@ -196,65 +216,104 @@ DOCDIR       ?= $(PREFIX)/share/doc/bdsnap
 PKG_VERSION  := $(shell awk '/^\#define BDSNAP_VERSION_(MAJOR|MINOR|PATCH)[ \t]/ \
 		{ v = v (v == "" ? "" : ".") $$3 } END { print v }' include/uapi/bdsnap.h)
 DKMS_SRCDIR  ?= /usr/src/bdsnap-$(PKG_VERSION)
+# What DKMS builds from: the three modules' sources and build files, the uapi
+# header and mk/ (not usctm/test_client/, not mkfs.singlefilefs).
 DKMS_DIRS    := module singlefile_fs usctm
+DKMS_FILES   := include/uapi/bdsnap.h mk/kernel.mk \
+	$(filter-out %.mod.c singlefile_fs/mkfs.singlefilefs.c, \
+		$(foreach d,$(DKMS_DIRS),$(wildcard $(d)/*.c $(d)/*.h $(d)/Kbuild $(d)/Makefile)))
 HAVE_DKMS    := $(shell command -v dkms 2>/dev/null)
+INSTALLED    := $(SBINDIR)/bdsnap $(LIBDIR)/libbdsnap.so.0 $(LIBDIR)/libbdsnap.so \
+	$(LIBDIR)/libbdsnap.a $(PKGCONFIGDIR)/bdsnap.pc $(INCLUDEDIR)/bdsnap/bdsnap.h \
+	$(INCLUDEDIR)/bdsnap/uapi/bdsnap.h $(MANDIR)/man8/bdsnap.8 \
+	$(SYSTEMDUNITDIR)/bdsnap.service $(DOCDIR)/bdsnap.conf.example
 
 .PHONY: install install-dkms uninstall
 
+# bdsnap.pc names directories under the prefix through ${prefix}, so that
+# pkg-config --define-variable=prefix=... relocates it.
+under_prefix = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+
 install: lib cli
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
-		$(DESTDIR)$(INCLUDEDIR)/bdsnap/uapi $(DESTDIR)$(MANDIR)/man8
-	install -m 755 cli/bdsnap $(DESTDIR)$(BINDIR)/bdsnap
-	install -m 755 lib/libbdsnap.so.0 $(DESTDIR)$(LIBDIR)/libbdsnap.so.0
+	$(MAKE) -C cli shared/bdsnap WERROR=$(WERROR)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+		$(DESTDIR)$(INCLUDEDIR)/bdsnap/uapi $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(DOCDIR)
+	install -m 755 cli/shared/bdsnap $(DESTDIR)$(SBINDIR)/bdsnap
+	install -m 644 lib/libbdsnap.so.0 $(DESTDIR)$(LIBDIR)/libbdsnap.so.0
 	ln -sf libbdsnap.so.0 $(DESTDIR)$(LIBDIR)/libbdsnap.so
 	install -m 644 lib/libbdsnap.a $(DESTDIR)$(LIBDIR)/libbdsnap.a
 	install -m 644 lib/bdsnap.h $(DESTDIR)$(INCLUDEDIR)/bdsnap/bdsnap.h
 	install -m 644 include/uapi/bdsnap.h $(DESTDIR)$(INCLUDEDIR)/bdsnap/uapi/bdsnap.h
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(PKG_VERSION)|' \
-		lib/bdsnap.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/bdsnap.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(call under_prefix,$(LIBDIR))|' \
+		-e 's|@INCLUDEDIR@|$(call under_prefix,$(INCLUDEDIR))|' \
+		-e 's|@VERSION@|$(PKG_VERSION)|' lib/bdsnap.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/bdsnap.pc
 	install -m 644 cli/bdsnap.8 $(DESTDIR)$(MANDIR)/man8/bdsnap.8
-	install -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(DOCDIR)
-	sed 's|@BINDIR@|$(BINDIR)|g' systemd/bdsnap.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/bdsnap.service
+	sed 's|@SBINDIR@|$(SBINDIR)|g' systemd/bdsnap.service.in \
+		> $(DESTDIR)$(SYSTEMDUNITDIR)/bdsnap.service
 	install -m 644 systemd/bdsnap.conf.example $(DESTDIR)$(DOCDIR)/bdsnap.conf.example
-ifneq ($(HAVE_DKMS),)
 	$(MAKE) install-dkms
-else
-	@echo "install: dkms not found: kernel modules not installed (make install-dkms once it is)"
-endif
 	@[ -n "$(DESTDIR)" ] || [ "$$(id -u)" != 0 ] || ldconfig
 
 install-dkms:
-	install -d $(DESTDIR)$(DKMS_SRCDIR)/include/uapi $(DESTDIR)$(DKMS_SRCDIR)/mk
+	install -d $(DESTDIR)$(DKMS_SRCDIR)
 	sed 's/^PACKAGE_VERSION=.*/PACKAGE_VERSION="$(PKG_VERSION)"/' dkms.conf \
 		> $(DESTDIR)$(DKMS_SRCDIR)/dkms.conf
-	install -m 644 include/uapi/bdsnap.h $(DESTDIR)$(DKMS_SRCDIR)/include/uapi/bdsnap.h
-	install -m 644 mk/kernel.mk $(DESTDIR)$(DKMS_SRCDIR)/mk/kernel.mk
-	for d in $(DKMS_DIRS); do \
-		install -d $(DESTDIR)$(DKMS_SRCDIR)/$$d && \
-		for f in $$d/*.c $$d/*.h $$d/Kbuild $$d/Makefile; do \
-			case $$f in *.mod.c) continue;; esac; \
-			[ ! -f $$f ] || install -m 644 $$f $(DESTDIR)$(DKMS_SRCDIR)/$$f || exit 1; \
-		done; \
+	for f in $(DKMS_FILES); do \
+		install -D -m 644 $$f $(DESTDIR)$(DKMS_SRCDIR)/$$f || exit 1; \
 	done
-	@if [ -z "$(DESTDIR)" ]; then \
-		dkms status -m bdsnap -v $(PKG_VERSION) | grep -q . || \
-			dkms add -m bdsnap -v $(PKG_VERSION) || exit 1; \
-		dkms install -m bdsnap -v $(PKG_VERSION); \
-	fi
+ifeq ($(DESTDIR),)
+ifneq ($(HAVE_DKMS),)
+	dkms status -m bdsnap -v $(PKG_VERSION) | grep -q . || dkms add -m bdsnap -v $(PKG_VERSION)
+	dkms install -m bdsnap -v $(PKG_VERSION)
+else
+	@echo "install-dkms: dkms not found: module sources in $(DKMS_SRCDIR), not built" \
+		"(install dkms, then dkms install -m bdsnap -v $(PKG_VERSION))"
+endif
+endif
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/bdsnap $(DESTDIR)$(LIBDIR)/libbdsnap.so.0 \
-		$(DESTDIR)$(LIBDIR)/libbdsnap.so $(DESTDIR)$(LIBDIR)/libbdsnap.a \
-		$(DESTDIR)$(PKGCONFIGDIR)/bdsnap.pc $(DESTDIR)$(MANDIR)/man8/bdsnap.8 \
-		$(DESTDIR)$(INCLUDEDIR)/bdsnap/bdsnap.h $(DESTDIR)$(INCLUDEDIR)/bdsnap/uapi/bdsnap.h \
-		$(DESTDIR)$(SYSTEMDUNITDIR)/bdsnap.service $(DESTDIR)$(DOCDIR)/bdsnap.conf.example
-	-rmdir $(DESTDIR)$(INCLUDEDIR)/bdsnap/uapi $(DESTDIR)$(INCLUDEDIR)/bdsnap $(DESTDIR)$(DOCDIR) 2>/dev/null
-	@if [ -z "$(DESTDIR)" ] && [ -n "$(HAVE_DKMS)" ] && \
-	    dkms status -m bdsnap -v $(PKG_VERSION) | grep -q .; then \
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/bdsnap/uapi $(DESTDIR)$(INCLUDEDIR)/bdsnap \
+		$(DESTDIR)$(DOCDIR) 2>/dev/null
+ifeq ($(DESTDIR),)
+ifneq ($(HAVE_DKMS),)
+	if dkms status -m bdsnap -v $(PKG_VERSION) | grep -q .; then \
 		dkms remove -m bdsnap -v $(PKG_VERSION) --all; \
 	fi
+endif
+endif
 	rm -rf $(DESTDIR)$(DKMS_SRCDIR)
+
+# ---- Debian packages (debian/) -------------------------------------------------
+# make deb: bdsnap, libbdsnap0, libbdsnap-dev and bdsnap-dkms in build/deb/,
+# built with dpkg-buildpackage -us -uc -b from a copy of the work tree's files
+# (git's tracked and untracked-but-not-ignored ones: nothing built here leaks
+# in, and `debian/rules clean` never touches this tree), then checked by
+# lintian (build/deb/lintian.txt): an error or a warning fails.
+# make test-packages: install, use and purge them in a guest of each supported
+# Debian release, booted with systemd on an overlay of that release's cached
+# root (tests/packages/, 5-8 min a release, one guest at a time; not part of
+# make test: CI's time).
+DEB_OUT := build/deb
+DEB_SRC := $(DEB_OUT)/src/bdsnap-$(PKG_VERSION)
+.PHONY: deb test-packages
+
+deb: deps-pkg
+	rm -rf $(DEB_OUT)
+	mkdir -p $(DEB_SRC)
+	git ls-files -z --cached --others --exclude-standard | \
+		tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(DEB_SRC)
+	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b
+	lintian --fail-on error,warning --info $(DEB_OUT)/src/bdsnap_$(PKG_VERSION)_*.changes \
+		> $(DEB_OUT)/lintian.txt || { cat $(DEB_OUT)/lintian.txt; exit 1; }
+	cat $(DEB_OUT)/lintian.txt
+	mv $(DEB_OUT)/src/*.deb $(DEB_OUT)/src/*.changes $(DEB_OUT)/src/*.buildinfo $(DEB_OUT)/
+	rm -rf $(DEB_OUT)/src
+
+test-packages: deb
+	for r in bookworm trixie sid; do tests/vm/kernel_root.sh $$r >/dev/null || exit 1; done
+	$(PYTEST) -v -s tests/packages
 
 # ---- issue 8: long fault tests and fuzzing -----------------------------------
 # make stress   20 crash runs on ordered sessions (each: crash the guest during

@@ -56,13 +56,58 @@ static int read_conf(const struct args *a, struct bdsnap_conf_dev **devs, size_t
 
 /* ---- load ---- */
 
+/*
+ * The kernel's lockdown mode ("integrity", "confidentiality"), or NULL when
+ * it is not locked down or cannot tell.  Debian's kernels lock down when
+ * booted with Secure Boot, and then refuse unsigned modules with EPERM.
+ */
+static const char *lockdown_mode(void)
+{
+	static const char *const modes[] = { "integrity", "confidentiality" };
+	char buf[128] = "";
+	FILE *f = fopen("/sys/kernel/security/lockdown", "re");
+	size_t i;
+
+	if (!f)
+		return NULL;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = '\0';
+	fclose(f);
+	for (i = 0; i < ARRAY_SIZE(modes); i++) {
+		char word[32];
+
+		snprintf(word, sizeof(word), "[%s]", modes[i]);
+		if (strstr(buf, word))
+			return modes[i];
+	}
+	return NULL;
+}
+
+/* The kernel accepts only modules signed by a key it trusts. */
+static int signature_refused(const char *path, int rc, const char *lockdown)
+{
+	warnx("load: %s: %s%s%s: the kernel refuses a module not signed by a key it trusts "
+	      "(Secure Boot): DKMS signs the modules it builds with its key; enrol it with "
+	      "mokutil --import /var/lib/dkms/mok.pub and reboot (README, \"Secure Boot\")",
+	      path, strerror(-rc), lockdown ? ", kernel lockdown " : "", lockdown ? lockdown : "");
+	return EXIT_MODULE;
+}
+
 /* Why bdsnap_module_load() failed, and the exit status that says so. */
 static int load_failed(const struct args *a, const struct bdsnap_load_report *r, int rc)
 {
 	const char *path = r->failed && !strcmp(r->failed, "usctm") ? r->usctm_path :
 			   r->bdsnap_path;
+	const char *lockdown;
 
 	switch (rc) {
+	case -EKEYREJECTED:
+		return signature_refused(path, rc, NULL);
+	case -EPERM:
+		lockdown = lockdown_mode();
+		if (lockdown)
+			return signature_refused(path, rc, lockdown);
+		break;
 	case -EEXIST:
 		warnx("load: the bdsnap module is already loaded (bdsnap unload first)");
 		return EXIT_REFUSED;
@@ -70,8 +115,9 @@ static int load_failed(const struct args *a, const struct bdsnap_load_report *r,
 		if (a->from)
 			warnx("load: %s: no such module file (build it with make)", path);
 		else
-			warnx("load: bdsnap.ko is not installed for kernel %s: make install "
-			      "(with DKMS), or --from a build tree", r->running);
+			warnx("load: bdsnap.ko is not installed for kernel %s: install bdsnap-dkms "
+			      "and this kernel's headers (or make install, with DKMS), or --from a "
+			      "build tree", r->running);
 		return EXIT_MODULE;
 	case -ENOEXEC:
 		if (r->kver[0])
@@ -161,8 +207,8 @@ int cmd_load(const struct args *a, const char *name)
 	struct bdsnap_load_opts o = BDSNAP_OPTS_INIT(o);
 	struct bdsnap_conf_dev *devs = NULL;
 	struct bdsnap_load_report r;
-	const char *passfile = a->passfile;
-	char pw[BDSNAP_PASSWORD_MAX] = "unread";
+	const char *passfile = a->passfile, *creds = secure_getenv("CREDENTIALS_DIRECTORY");
+	char pw[BDSNAP_PASSWORD_MAX] = "unread", *credential = NULL;
 	bool typed, loaded_before = false;
 	size_t n = 0;
 	int rc, ret = EXIT_SUCCESS;
@@ -172,9 +218,14 @@ int cmd_load(const struct args *a, const char *name)
 	o.flags = a->no_syscalls ? BDSNAP_LOAD_NO_SYSCALLS : 0;
 	if (a->config && read_conf(a, &devs, &n))
 		return EXIT_CONFIG;
-	/* At boot nobody is there to type: the config's password is in a file. */
+	if (creds && *creds && asprintf(&credential, "%s/password", creds) < 0)
+		errx(EXIT_ERROR, "out of memory");
+	/*
+	 * At boot nobody is there to type: the config's password is in a file,
+	 * or, under bdsnap.service, in the credential systemd loaded from it.
+	 */
 	if (a->config && !passfile && a->passfd < 0)
-		passfile = BDSNAP_PASSFILE_PATH;
+		passfile = credential ? credential : BDSNAP_PASSFILE_PATH;
 	typed = !passfile && a->passfd < 0;
 	/* A bad password file is worth reporting whatever the module's state. */
 	if (!typed && read_password(passfile, a->passfd, pw, sizeof(pw))) {
@@ -217,6 +268,7 @@ int cmd_load(const struct args *a, const char *name)
 out:
 	explicit_bzero(pw, sizeof(pw));
 	bdsnap_conf_free(devs, n);
+	free(credential);
 	return ret;
 }
 

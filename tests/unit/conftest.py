@@ -18,8 +18,8 @@ RAW = {3, 8}                                       # incompressible: stored raw
 
 @pytest.fixture(scope="session", autouse=True)
 def built():
-    for part in ("lib", "cli"):
-        subprocess.run(["make", "-s", "-C", str(g.ROOT / part)], check=True)
+    for part in ("lib", "cli"):  # the project's own build: warnings are errors
+        subprocess.run(["make", "-s", "-C", str(g.ROOT / part), "WERROR=-Werror"], check=True)
 
 
 def run(*args, **kw):

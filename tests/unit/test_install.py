@@ -1,5 +1,7 @@
-"""Packaging: make install/uninstall into a DESTDIR, pkg-config, the installed
-header and library used by a program, the man page, dkms.conf and modprobe.d."""
+"""Packaging: make install/uninstall into a DESTDIR (the FHS layout of the Debian
+packages, without dkms), pkg-config, the installed header and library used by
+a program, the man page, dkms.conf and modprobe.d, the build flags, and the
+Debian packaging's agreement with the tree (debian/)."""
 import os
 import re
 import shutil
@@ -13,9 +15,16 @@ from conftest import DEVICE_SIZE, pre_block
 PREFIX = "/usr/local"
 VERSION = "%d.%d.%d" % (g.C["BDSNAP_VERSION_MAJOR"], g.C["BDSNAP_VERSION_MINOR"],
                         g.C["BDSNAP_VERSION_PATCH"])
-FILES = ["bin/bdsnap", "lib/libbdsnap.so.0", "lib/libbdsnap.so", "lib/libbdsnap.a",
-         "lib/pkgconfig/bdsnap.pc", "include/bdsnap/bdsnap.h", "include/bdsnap/uapi/bdsnap.h",
-         "share/man/man8/bdsnap.8"]
+MULTIARCH = subprocess.run(["cc", "-print-multiarch"], capture_output=True,
+                           text=True).stdout.strip()
+LIB = "lib/" + MULTIARCH if MULTIARCH else "lib"
+FILES = ["sbin/bdsnap", LIB + "/libbdsnap.so.0", LIB + "/libbdsnap.so", LIB + "/libbdsnap.a",
+         LIB + "/pkgconfig/bdsnap.pc", "include/bdsnap/bdsnap.h", "include/bdsnap/uapi/bdsnap.h",
+         "share/man/man8/bdsnap.8", "lib/systemd/system/bdsnap.service",
+         "share/doc/bdsnap/bdsnap.conf.example"]
+DKMS_SRC = "usr/src/bdsnap-%s" % VERSION
+# Without /usr/sbin and /sbin: no dkms, as on a machine without it.
+NO_DKMS_PATH = "/usr/bin:/bin"
 
 PROGRAM = r"""
 #include <bdsnap.h>
@@ -46,22 +55,30 @@ int main(int argc, char **argv)
 """
 
 
-def make(*args):
-    return subprocess.run(["make", "-s", "-C", str(g.ROOT), *args], capture_output=True, text=True)
+def make(*args, **env):
+    return subprocess.run(["make", "-s", "-C", str(g.ROOT), *args], capture_output=True, text=True,
+                          env=dict(os.environ, **env))
 
 
 @pytest.fixture(scope="module")
 def dest(tmp_path_factory):
     root = tmp_path_factory.mktemp("destdir")
-    res = make("install", "DESTDIR=%s" % root, "PREFIX=%s" % PREFIX)
+    res = make("install", "DESTDIR=%s" % root, "PREFIX=%s" % PREFIX, PATH=NO_DKMS_PATH)
+    assert shutil.which("dkms", path=NO_DKMS_PATH) is None
     assert res.returncode == 0, res.stdout + res.stderr
     return root
 
 
-def pkg_config(dest, *args):
-    env = dict(os.environ, PKG_CONFIG_PATH=str(dest / PREFIX.lstrip("/") / "lib/pkgconfig"),
-               PKG_CONFIG_SYSROOT_DIR=str(dest), PKG_CONFIG_LIBDIR="")
-    res = subprocess.run(["pkg-config", *args, "bdsnap"], capture_output=True, text=True, env=env)
+def libdir(dest):
+    return dest / PREFIX.lstrip("/") / LIB
+
+
+def pkg_config(dest, *args, module="bdsnap"):
+    """pkg-config on the installed bdsnap.pc, relocated to dest; the modules it
+    requires (zlib, libkmod) are the system's."""
+    env = dict(os.environ, PKG_CONFIG_PATH=str(libdir(dest) / "pkgconfig"))
+    res = subprocess.run(["pkg-config", "--define-variable=prefix=%s%s" % (dest, PREFIX), *args,
+                          module], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
     return res.stdout.split()
 
@@ -70,18 +87,51 @@ def test_install_puts_every_file(dest):
     base = dest / PREFIX.lstrip("/")
     for f in FILES:
         assert (base / f).exists(), f
-    assert os.readlink(base / "lib/libbdsnap.so") == "libbdsnap.so.0"
-    assert os.access(base / "bin/bdsnap", os.X_OK)
-    res = subprocess.run([str(base / "bin/bdsnap"), "--version"], capture_output=True, text=True)
+    assert os.readlink(base / LIB / "libbdsnap.so") == "libbdsnap.so.0"
+    assert os.access(base / "sbin/bdsnap", os.X_OK)
+    assert not (base / "bin").exists()
+    res = subprocess.run([str(base / "sbin/bdsnap"), "--version"], capture_output=True, text=True,
+                         env=dict(os.environ, LD_LIBRARY_PATH=str(libdir(dest))))
     assert res.stdout == "bdsnap %s\n" % VERSION
+
+
+def test_installed_cli_uses_the_shared_library(dest):
+    """The installed CLI links libbdsnap.so.0 (the tree's links the archive, to run in place)."""
+    needed = subprocess.run(["readelf", "-d", str(dest / PREFIX.lstrip("/") / "sbin/bdsnap")],
+                            capture_output=True, text=True, check=True).stdout
+    assert "Shared library: [libbdsnap.so.0]" in needed
+    assert "libkmod" not in needed and "libz" not in needed  # they come with libbdsnap.so.0
+    tree = subprocess.run(["readelf", "-d", str(g.ROOT / "cli" / "bdsnap")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "libbdsnap" not in tree
+
+
+def test_installed_unit_names_the_sbin_cli(dest):
+    unit = (dest / PREFIX.lstrip("/") / "lib/systemd/system/bdsnap.service").read_text()
+    assert "ExecStart=%s/sbin/bdsnap load --config /etc/bdsnap/bdsnap.conf" % PREFIX in unit
+    assert "@SBINDIR@" not in unit
+
+
+def test_install_without_dkms_puts_the_dkms_sources(dest):
+    """DESTDIR staging needs no dkms; the module sources are what the package ships."""
+    src = dest / DKMS_SRC
+    assert (src / "dkms.conf").exists() and (src / "module/Kbuild").exists()
+    assert not (src / "usctm/test_client").exists()
+    assert not (src / "singlefile_fs/mkfs.singlefilefs.c").exists()
 
 
 def test_pkg_config(dest):
     base = "%s%s" % (dest, PREFIX)
     assert pkg_config(dest, "--modversion") == [VERSION]
-    assert pkg_config(dest, "--cflags", "--libs") == ["-I%s/include/bdsnap" % base,
-                                                        "-L%s/lib" % base, "-lbdsnap"]
-    assert "-lz" in pkg_config(dest, "--static", "--libs")
+    # (--cflags also has libkmod's include directory, relocated like ours)
+    assert "-I%s/include/bdsnap" % base in pkg_config(dest, "--cflags")
+    assert pkg_config(dest, "--libs") == ["-L%s/%s" % (base, LIB), "-lbdsnap"]
+    pc = (libdir(dest) / "pkgconfig/bdsnap.pc").read_text()
+    assert re.search(r"^Requires\.private: zlib libkmod$", pc, re.M)
+    assert "Libs.private" not in pc
+    assert "prefix=%s\n" % PREFIX in pc and "libdir=${prefix}/%s\n" % LIB in pc
+    static = pkg_config(dest, "--static", "--libs")
+    assert "-lz" in static and "-lkmod" in static
 
 
 @pytest.mark.parametrize("link", ["shared", "static"])
@@ -89,13 +139,16 @@ def test_program_builds_against_installed_files(dest, tmp_path, world, link):
     src = tmp_path / "prog.c"
     src.write_text(PROGRAM)
     exe = tmp_path / "prog"
-    libdir = dest / PREFIX.lstrip("/") / "lib"
+    libdir = dest / PREFIX.lstrip("/") / LIB
     if link == "shared":
         flags = pkg_config(dest, "--cflags", "--libs")
     else:
+        # The archive, and the shared libraries of the modules bdsnap.pc requires
+        # (pkg-config --static would also want libkmod's own static dependencies).
+        requires = re.search(r"^Requires\.private: (.*)$", (libdir / "pkgconfig/bdsnap.pc")
+                             .read_text(), re.M).group(1)
         flags = pkg_config(dest, "--cflags") + [str(libdir / "libbdsnap.a")] + \
-            [f for f in pkg_config(dest, "--static", "--libs") if f.startswith("-l") and
-             f != "-lbdsnap"]
+            pkg_config(dest, "--libs", module=requires)
     res = subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", "-o", str(exe), str(src), *flags],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -114,11 +167,35 @@ def test_program_builds_against_installed_files(dest, tmp_path, world, link):
 
 
 def test_uninstall_removes_everything(tmp_path):
-    assert make("install", "DESTDIR=%s" % tmp_path).returncode == 0
-    res = make("uninstall", "DESTDIR=%s" % tmp_path)
+    assert make("install", "DESTDIR=%s" % tmp_path, PATH=NO_DKMS_PATH).returncode == 0
+    res = make("uninstall", "DESTDIR=%s" % tmp_path, PATH=NO_DKMS_PATH)
     assert res.returncode == 0, res.stderr
     left = [p for p in tmp_path.rglob("*") if not p.is_dir()]
     assert left == []
+
+
+@pytest.mark.parametrize("target", ["lib/ctl.o", "cli/load.o", "singlefile_fs/mkfs.singlefilefs"])
+def test_build_flags_honoured_and_no_werror_by_default(target):
+    """dpkg-buildflags' CPPFLAGS/CFLAGS/LDFLAGS reach every user-space compile; -Werror
+    only when WERROR says so (the project's own builds do, the package build does not)."""
+    d, t = target.split("/")
+    flags = ["CPPFLAGS=-D_FORTIFY_SOURCE=2", "CFLAGS=-O2 -fstack-protector-strong",
+             "LDFLAGS=-Wl,-z,now"]
+    cmd = ["make", "-s", "-B", "-n", "-C", str(g.ROOT / d), t, *flags]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    line = next(l for l in out.splitlines() if " -o %s" % t in l)
+    for want in ("-D_FORTIFY_SOURCE=2", "-fstack-protector-strong"):
+        assert want in line, line
+    if t.startswith("mkfs"):
+        assert "-Wl,-z,now" in line
+    assert "-Werror" not in line
+    out = subprocess.run(cmd + ["WERROR=-Werror"], capture_output=True, text=True).stdout
+    assert "-Werror" in out
+
+
+def test_top_makefile_builds_with_werror():
+    out = make("-n", "-B", "lib").stdout
+    assert "WERROR=-Werror" in out
 
 
 def test_man_page_sections_and_commands():

@@ -152,6 +152,115 @@ def test_config_reads_etc_password_by_default(tmp_path, files):
     assert res.stderr == "bdsnap: /etc/bdsnap/password: No such file or directory\n"
 
 
+def credentials(tmp_path, mode=0o400):
+    """What systemd's LoadCredential=password:... gives a service."""
+    d = tmp_path / "credentials"
+    d.mkdir()
+    (d / "password").write_text("from-systemd\n")
+    (d / "password").chmod(mode)
+    return d
+
+
+def test_config_reads_the_systemd_credential(tmp_path, files):
+    """Under bdsnap.service the password is $CREDENTIALS_DIRECTORY/password: a
+    good one gets as far as the module (missing here, exit 5), a bad one exit 6."""
+    _, img = files
+    f = conf(tmp_path, "%s\n" % img)
+    creds = credentials(tmp_path)
+    env = dict(os.environ, CREDENTIALS_DIRECTORY=str(creds))
+    res = dry_load("--from", tmp_path, "--config", f, "--dry-run", env=env)
+    assert res.returncode == 5 and "no such module file" in res.stderr, res
+    (creds / "password").chmod(0o644)
+    res = dry_load("--from", tmp_path, "--config", f, "--dry-run", env=env)
+    assert res.returncode == 6
+    assert res.stderr == ("bdsnap: %s/password: readable or writable by group or others "
+                          "(mode 0644): chmod 600 it\n" % creds)
+    (creds / "password").unlink()
+    res = dry_load("--from", tmp_path, "--config", f, "--dry-run", env=env)
+    assert res.returncode == 6
+    assert res.stderr == "bdsnap: %s/password: No such file or directory\n" % creds
+
+
+def test_passfile_wins_over_the_credential(tmp_path, files):
+    pw, img = files
+    env = dict(os.environ, CREDENTIALS_DIRECTORY=str(tmp_path / "none"))
+    res = dry_load("--from", tmp_path, "--config", conf(tmp_path, "%s\n" % img), "--passfile", pw,
+                   "--dry-run", env=env)
+    assert res.returncode == 5 and "no such module file" in res.stderr, res
+
+
+# An LD_PRELOAD library that makes finit_module(2) and init_module(2) fail as
+# a Secure Boot kernel does with an unsigned module: nothing reaches the kernel.
+REFUSE_KEY = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/syscall.h>
+
+long syscall(long nr, ...)
+{
+	long (*real)(long, ...) = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
+	long a[6];
+	va_list ap;
+	int i;
+
+	if (nr == SYS_finit_module || nr == SYS_init_module) {
+		errno = EKEYREJECTED;
+		return -1;
+	}
+	va_start(ap, nr);
+	for (i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	return real(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+int init_module(void *image, unsigned long len, const char *params)
+{
+	(void)image, (void)len, (void)params;
+	errno = EKEYREJECTED;
+	return -1;
+}
+"""
+
+
+def fake_module(directory):
+    """An ELF object whose .modinfo says it was built for the running kernel."""
+    src = directory / "fake.c"
+    src.write_text('__attribute__((section(".modinfo"), used)) static const char vermagic[] = '
+                   '"vermagic=%s SMP mod_unload ";\n' % os.uname().release)
+    (directory / "module").mkdir()
+    subprocess.run(["cc", "-c", "-o", str(directory / "module" / "bdsnap.ko"), str(src)],
+                   check=True)
+
+
+def test_rejected_signature_exit_5(tmp_path, files):
+    """The kernel refuses the module's signature (EKEYREJECTED from finit_module):
+    a message that says so and how to enrol DKMS's key, exit 5."""
+    if not unshare_works():
+        pytest.skip("unshare -Ur (user namespaces) not available")
+    pw, _ = files
+    shim = tmp_path / "refuse_key.so"
+    (tmp_path / "refuse_key.c").write_text(REFUSE_KEY)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(shim), str(tmp_path / "refuse_key.c"),
+                    "-ldl"], check=True)
+    fake_module(tmp_path)
+    # A real load (no --dry-run), but in a user namespace (EPERM at worst) and
+    # with both module system calls answered by the shim.
+    res = subprocess.run(["unshare", "-Ur", str(CLI), "load", "--from", str(tmp_path),
+                          "--passfile", str(pw), "--no-syscalls"],
+                         capture_output=True, text=True, env=dict(os.environ, LD_PRELOAD=str(shim)))
+    assert res.returncode == 5, res
+    assert res.stderr == (
+        "bdsnap: load: %s/module/bdsnap.ko: Key was rejected by service: the kernel refuses a "
+        "module not signed by a key it trusts (Secure Boot): DKMS signs the modules it builds "
+        "with its key; enrol it with mokutil --import /var/lib/dkms/mok.pub and reboot "
+        "(README, \"Secure Boot\")\n" % tmp_path)
+    assert res.stdout == ""
+
+
 def test_module_file_missing_exit_5(tmp_path, files):
     pw, _ = files
     res = dry_load("--from", tmp_path, "--passfile", pw, "--dry-run")
@@ -180,8 +289,9 @@ def test_not_installed_exit_5(files):
         pytest.skip("bdsnap is installed for this kernel")
     res = dry_load("--passfile", pw, "--dry-run")
     assert res.returncode == 5
-    assert res.stderr == ("bdsnap: load: bdsnap.ko is not installed for kernel %s: make install "
-                          "(with DKMS), or --from a build tree\n" % os.uname().release)
+    assert res.stderr == ("bdsnap: load: bdsnap.ko is not installed for kernel %s: install "
+                          "bdsnap-dkms and this kernel's headers (or make install, with DKMS), "
+                          "or --from a build tree\n" % os.uname().release)
 
 
 @needs_no_module
@@ -200,24 +310,69 @@ def test_status_module_without_module():
     assert res.returncode == 0 and res.stdout.split() == ["MODULE", "not", "loaded"]
 
 
+def unit_keys():
+    """[Unit]/[Service]/[Install] keys of the unit template, each with all its values."""
+    keys = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            keys.setdefault(k, []).append(v)
+    return keys
+
+
 def test_unit_file_orders_before_local_fs():
-    text = UNIT.read_text()
-    unit = dict(l.split("=", 1) for l in text.splitlines() if "=" in l and not l.startswith("#"))
+    unit = {k: v[-1] for k, v in unit_keys().items()}
     assert unit["DefaultDependencies"] == "no"
     assert "local-fs-pre.target" in unit["Before"].split()
     assert "local-fs-pre.target" in unit["Wants"].split()
-    assert unit["ExecStart"].startswith("@BINDIR@/bdsnap load --config /etc/bdsnap/bdsnap.conf ")
-    assert "password" not in unit["ExecStart"].replace("--passfile /etc/bdsnap/password", "")
+    assert unit["RequiresMountsFor"] == "/snapshot"
+    assert unit["WantedBy"] == "sysinit.target"
+    assert unit["ExecStart"] == ("@SBINDIR@/bdsnap load --config /etc/bdsnap/bdsnap.conf "
+                                 "--wait 30")
+
+
+def test_unit_password_is_a_credential():
+    """Not a path on the command line: systemd hands the service a private copy."""
+    keys = unit_keys()
+    assert keys["LoadCredential"] == ["password:/etc/bdsnap/password"]
+    assert "-/etc/bdsnap/password" in keys["InaccessiblePaths"]
+    assert "password" not in keys["ExecStart"][0]
+
+
+def test_unit_hardening_keeps_what_load_needs():
+    keys = unit_keys()
+    assert set(keys["CapabilityBoundingSet"][0].split()) == {"CAP_SYS_MODULE", "CAP_SYS_ADMIN"}
+    assert "@module" in keys["SystemCallFilter"][0].split()
+    # /dev/snap is a misc device; the module opens the configured block devices
+    # for reading in the service's context.
+    assert keys["DevicePolicy"] == ["closed"]
+    assert {"char-misc rw", "block-* r"} <= set(keys["DeviceAllow"])
+    for key in ("PrivateDevices", "ProtectKernelModules", "PrivateUsers", "ProcSubset"):
+        assert key not in keys, key
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze")
 def test_systemd_analyze_verify(tmp_path):
     unit = tmp_path / "bdsnap.service"
-    unit.write_text(UNIT.read_text().replace("@BINDIR@", str(CLI.parent)))
+    unit.write_text(UNIT.read_text().replace("@SBINDIR@", str(CLI.parent)))
     res = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "bdsnap.service" not in res.stderr, res.stderr
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze")
+def test_systemd_analyze_security_exposure(tmp_path):
+    """What is left is what loading modules as root takes (see the unit's comments)."""
+    unit = tmp_path / "bdsnap.service"
+    unit.write_text(UNIT.read_text().replace("@SBINDIR@", str(CLI.parent)))
+    res = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
+                          str(unit)], capture_output=True, text=True)
+    if "--offline" in res.stderr:
+        pytest.skip("systemd-analyze security has no --offline (systemd < 250)")
+    m = re.search(r"Overall exposure level for bdsnap.service: ([\d.]+)", res.stdout)
+    assert m, res.stdout + res.stderr
+    assert float(m.group(1)) <= 2.0, res.stdout
 
 
 def test_make_install_puts_the_unit(tmp_path):
@@ -225,7 +380,7 @@ def test_make_install_puts_the_unit(tmp_path):
                           "PREFIX=/usr"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     unit = tmp_path / "usr/lib/systemd/system/bdsnap.service"
-    assert "ExecStart=/usr/bin/bdsnap load --config /etc/bdsnap/bdsnap.conf" in unit.read_text()
+    assert "ExecStart=/usr/sbin/bdsnap load --config /etc/bdsnap/bdsnap.conf" in unit.read_text()
     example = tmp_path / "usr/share/doc/bdsnap/bdsnap.conf.example"
     devs = [l for l in example.read_text().splitlines() if l.startswith("#/")]
     assert devs and not (tmp_path / "etc").exists()

@@ -81,6 +81,23 @@ stage1() {
 	for d in dev proc sys; do
 		mount --move "/$d" "/newroot/$d" || fail "move /$d"
 	done
+	# run.py --systemd: the root's systemd is PID 1 and runs stage 2 as a
+	# service once sysinit.target (and the units it wants) is reached.
+	case " $(cat /newroot/proc/cmdline) " in
+	*" systemd.unit=bdsnap-vm.service "*)
+		mkdir -p /newroot/etc/systemd/system
+		cat >/newroot/etc/systemd/system/bdsnap-vm.service <<-EOF
+			[Unit]
+			Description=bdsnap test guest: the command of tests/vm/run.py
+			AllowIsolate=yes
+			[Service]
+			Type=oneshot
+			ExecStart=/bin/sh /.bdsnap-init stage2
+			StandardOutput=journal+console
+		EOF
+		exec switch_root /newroot /lib/systemd/systemd
+		;;
+	esac
 	exec switch_root /newroot /bin/sh /.bdsnap-init stage2
 	fail "switch_root"
 }
@@ -88,7 +105,10 @@ stage1() {
 stage2() {
 	export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 	mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "mount /tmp"
-	mount -t tmpfs -o mode=0755 tmpfs /run || fail "mount /run"
+	# Not PID 1: a service of systemd (run.py --systemd), which owns /run.
+	if [ $$ = 1 ]; then
+		mount -t tmpfs -o mode=0755 tmpfs /run || fail "mount /run"
+	fi
 	mount -t tmpfs -o mode=0700 tmpfs /root || fail "mount /root"
 	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 	mkdir -p /results

@@ -3,7 +3,8 @@
 
     /usr/bin/python3 tests/vm/run.py [--name N] [--timeout S] [--disk FILE]... \
         [--mem MB] [--append ARGS] [--expect-crash] [--quiet] \
-        [--kernel debian|bookworm|trixie|sid|debug] -- CMD [ARGS...]
+        [--kernel debian|bookworm|trixie|sid|debug] [--root DIR [--systemd]] \
+        -- CMD [ARGS...]
 
 or, from Python:
 
@@ -23,6 +24,15 @@ boots with panic_on_warn etc.), hangs past --timeout, the kernel log shows a
 warning/bug/lockup pattern, or the kernel gained a taint bit other than O and E.
 With --expect-crash, a guest crash is the success and anything else a failure.
 See tests/vm/init.sh for the guest side. Standard library only.
+
+Another root (--root DIR): the guest's root file system is DIR instead of the
+host's / (still read-only over 9p under a tmpfs overlay): a Debian root with
+packages installed in it (tests/packages/). CMD runs in /, the guest sees the
+modules DIR has under /lib/modules (nothing is built or bind-mounted for it).
+With --systemd, PID 1 execs DIR's systemd instead of stage 2, booting the unit
+bdsnap-vm.service (init.sh writes it: stage 2 as a service, after sysinit.target
+and what it wants): the same command, result and checks, on a root whose units
+ran at boot.
 
 Kernels (--kernel, or KERNEL= in the environment): debian (the default) is the
 host's own Debian kernel (linux-image-amd64: 6.1 on Debian 12, 6.12 on Debian
@@ -90,6 +100,9 @@ DEBUG_KERNEL_ARGS = "kasan_multi_shot nokaslr no_timer_check no5lvl"
 ROOT_KERNELS = ("bookworm", "trixie", "sid")
 ROOT_KERNEL_ARGS = "nokaslr no_timer_check"
 KERNELS = ("debian", *ROOT_KERNELS, "debug")
+# --systemd: init.sh sees the unit on the command line and execs systemd, which
+# boots only what that unit needs; no first-boot questions on the console.
+SYSTEMD_ARGS = "systemd.unit=bdsnap-vm.service systemd.firstboot=off"
 DEBUG_KERNEL_SH = Path(__file__).resolve().parent / "debug_kernel.sh"
 KERNEL_ROOT_SH = Path(__file__).resolve().parent / "kernel_root.sh"
 KO_BUILD = BUILD / "ko"
@@ -472,13 +485,16 @@ def _symbolize_leaks(leaks: str, modsyms: Path) -> str:
 def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int | None = None,
               expect_crash: bool = False, append: str = "", kver: str | None = None,
               smp: int = 1, quiet: bool = False, kernel: str | None = None,
-              ko_root: Path | None = None) -> GuestResult:
+              ko_root: Path | None = None, root: Path | None = None,
+              systemd: bool = False) -> GuestResult:
     """Boot the guest, run `cmd` (list: argv, str: shell text), judge the outcome.
 
     kernel: one of KERNELS (default: $KERNEL, else debian). mem_mb defaults
     to 1024, 2048 for debug (KASAN shadow, kmemleak, lockdep). ko_root (not
     debian): BDSNAP_KO_ROOT for the guest; default: build the project's
-    modules for that kernel (build_modules()).
+    modules for that kernel (build_modules()). root: the guest's root file
+    system instead of the host's / (its own modules; cmd runs in /); systemd:
+    boot root's systemd, which runs cmd as bdsnap-vm.service.
     """
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"bad run name {name!r}")
@@ -487,7 +503,15 @@ def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int 
         raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
     mem_mb = mem_mb or (2048 if kernel == "debug" else 1024)
     guest_env = {"BDSNAP_KERNEL": kernel}
-    if kernel != "debian":
+    if root is not None:
+        root = Path(root).resolve()
+        if not (root / "bin" / "sh").exists():
+            raise FileNotFoundError(f"{root}/bin/sh: not a root file system")
+    if systemd:
+        if root is None:
+            raise ValueError("systemd: only with another root (the host's / is not booted)")
+        append = f"{append} {SYSTEMD_ARGS}".strip()
+    if kernel != "debian" and root is None:
         ko_root = Path(ko_root) if ko_root else build_modules(kernel)
         guest_env["BDSNAP_KO_ROOT"] = str(ko_root.resolve())
     if kernel == "debug":
@@ -497,7 +521,8 @@ def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int 
         append = f"{DEBUG_KERNEL_ARGS} {append}".strip()
     elif kernel in ROOT_KERNELS:
         rk = root_kernel(kernel)
-        guest_env["BDSNAP_MODDIR"] = str(rk.moddir)
+        if root is None:
+            guest_env["BDSNAP_MODDIR"] = str(rk.moddir)
         boot = ["-M", "q35", "-kernel", str(rk.vmlinuz), "-initrd", str(initramfs(rk.moddir))]
         append = f"{ROOT_KERNEL_ARGS} {append}".strip()
     else:
@@ -515,7 +540,8 @@ def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int 
     results.mkdir(parents=True)
     (results / "cmd.sh").write_text(script + "\n")
     (results / "vm.env").write_text(
-        f"BDSNAP_REPO={shlex.quote(str(REPO))}\nBDSNAP_NDISKS={len(disks)}\n"
+        f"BDSNAP_REPO={shlex.quote(str(REPO) if root is None else '/')}\n"
+        f"BDSNAP_NDISKS={len(disks)}\n"
         + "".join(f"{k}={shlex.quote(v)}\n" for k, v in guest_env.items()))
     logs = BUILD / "vm-logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -532,7 +558,7 @@ def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int 
             "-m", str(mem_mb), "-nographic", "-no-reboot", "-monitor", "none", "-nic", "none",
             *boot, "-append", f"{KERNEL_ARGS} {append}".strip(),
             "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,"
+            "-virtfs", f"local,path={qesc(root or '/')},mount_tag=hostroot,security_model=none,"
                        "readonly=on,multidevs=remap",
             "-virtfs", f"local,path={qesc(results)},mount_tag=results,security_model=none",
             "-serial", f"file:{qesc(log_path)}",  # ttyS0: kernel console
@@ -658,13 +684,18 @@ def main(argv=None) -> int:
                     "of that release's root (tests/vm/kernel_root.sh); debug: the "
                     "KASAN/lockdep/kmemleak kernel built by tests/vm/debug_kernel.sh "
                     "(default: $KERNEL, else debian)")
+    ap.add_argument("--root", default=None,
+                    help="the guest's root file system (default: the host's /)")
+    ap.add_argument("--systemd", action="store_true",
+                    help="with --root: boot its systemd, which runs CMD as a service")
     ap.add_argument("cmd", nargs="+", help="command run through /bin/sh in the guest")
     a = ap.parse_args(argv)
     # One argument is shell text ("make check && ..."); several are an argv.
     cmd = a.cmd[0] if len(a.cmd) == 1 else a.cmd
     res = run_guest(cmd, name=a.name, timeout=a.timeout, disks=a.disk, mem_mb=a.mem,
                     expect_crash=a.expect_crash, append=a.append, kver=a.kver,
-                    smp=a.smp, quiet=a.quiet, kernel=a.kernel)
+                    smp=a.smp, quiet=a.quiet, kernel=a.kernel, root=a.root,
+                    systemd=a.systemd)
     if res.ok:
         return 0
     return res.returncode if res.returncode and not res.problems else 1
