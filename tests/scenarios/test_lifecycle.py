@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, meta, restore, sessions, sh, sha256, uapi
+from conftest import PASSWORD, klog_since, kmsg_mark, meta, restore, sessions, sh, sha256, uapi
 
 pytestmark = pytest.mark.ext4
 
@@ -325,3 +325,18 @@ def test_writeback_under_a_memory_cgroup_makes_progress(bdsnap, make_disk):
     finally:
         group.rmdir()
     unmount_and_restore(disk, seen, before)
+
+
+def test_ordered_store_in_memory_says_it_cannot_survive_a_crash(load_bdsnap, make_disk,
+                                                               tmp_path):
+    """Before: ordered mode with its store on tmpfs was accepted silently; its
+    pre-images are lost with the machine. Now the session says so, once."""
+    load_bdsnap(store_dir=tmp_path / "store")  # /tmp: tmpfs in the guest
+    disk = make_disk().mkfs_ext4()
+    disk.activate(flags=uapi.BDSNAP_ACT_ORDERED)
+    disk.attach()
+    mark = kmsg_mark("ordered store on tmpfs")
+    disk.mount()
+    disk.umount()
+    notes = [ln for ln in klog_since(mark) if "will not survive a crash" in ln]
+    assert len(notes) == 1 and "tmpfs" in notes[0], notes

@@ -148,3 +148,28 @@ def test_ext4_session_records_identity(bdsnap, make_disk):
     assert len(m.get("end_sha256", "")) == 64, m
     assert "image_dev" in m and int(m.get("image_ino", 0)) == os.stat(disk.image).st_ino, m
     assert cli("restore", s, "--to", disk.image, "--dry-run").returncode == 0
+
+
+@pytest.mark.ext4
+def test_prune_keeps_what_it_promises(bdsnap, make_disk):
+    """prune --keep N removes a device's oldest sessions only, so every session
+    kept still restores (its chain is whole); an open session is never removed."""
+    disk = make_disk(size_mb=32).mkfs_ext4()
+    disk.activate()
+    before, cycle = run_chain(disk, SHAPES["three-with-remount"])
+    cli("prune", "--keep", "2")
+    kept = [s for s in cycle if s.exists()]
+    assert kept == cycle[1:], (cycle, kept)
+    res = cli("restore", cycle[1], check=False)
+    assert res.returncode == 0, res.stderr
+    assert sha256(disk.image) == before[1]
+
+    disk.attach()
+    seen = set(sessions())
+    disk.mount()  # an open session: now the device's newest
+    (open_session,) = [s for s in sessions() if s not in seen]
+    cli("prune", "--keep", "1")
+    assert open_session.exists() and meta(open_session)["state"] == "open"
+    assert not any(s.exists() for s in cycle), "prune kept more than the newest"
+    disk.umount()
+    disk.detach()
