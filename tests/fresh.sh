@@ -88,7 +88,7 @@ run() {
 	t1=$(date +%s.%N)
 	first=$(cat "$OUT/$goal.first" 2>/dev/null || echo "$t1")
 	awk -v r="$RELEASE" -v g="$goal" -v rc="$rc" -v t0="$t0" -v f="$first" -v t1="$t1" \
-		-v log="$log" 'BEGIN { printf "fresh: %s: make %s: exit %d; first line after %.1f s, all in %.0f s (log %s)\n", r, g, rc, f - t0, t1 - t0, log }' 
+		-v logfile="$log" 'BEGIN { printf "fresh: %s: make %s: exit %d; first line after %.1f s, all in %.0f s (log %s)\n", r, g, rc, f - t0, t1 - t0, logfile }' 
 	tail -n 15 "$log"
 	return "$rc"
 }

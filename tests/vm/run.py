@@ -326,8 +326,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def vmlinux(kver: str) -> Path:
-    """The uncompressed kernel: PVH boot of an ELF vmlinux is the fast path."""
+def vmlinux(kver: str) -> Path | None:
+    """The uncompressed kernel: PVH boot of an ELF vmlinux is the fast path.
+
+    None if /boot/vmlinuz-KVER is not xz-compressed (Debian 13 and later
+    compress with zstd, which Debian 12's python3 cannot read): that kernel
+    boots as a bzImage, as the other releases' kernels do.
+    """
     out = BUILD / "vm" / f"vmlinux-{kver}"
     if out.exists():
         return out
@@ -336,7 +341,7 @@ def vmlinux(kver: str) -> Path:
     # bzImage embeds the xz stream after the setup code; find its magic.
     off = blob.find(b"\xfd7zXZ\x00")
     if off < 0:
-        sys.exit(f"run.py: no xz stream in /boot/vmlinuz-{kver}")
+        return None
     # The decompressor stops at the end of the stream; what follows is ignored.
     elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(blob[off:])
     if not elf.startswith(b"\x7fELF"):
@@ -527,8 +532,13 @@ def run_guest(cmd, name: str = "run", timeout: int = 900, disks=(), mem_mb: int 
         append = f"{ROOT_KERNEL_ARGS} {append}".strip()
     else:
         kver = kver or default_kver()
-        boot = ["-kernel", str(vmlinux(kver)),
-                "-initrd", str(initramfs(Path("/lib/modules") / kver))]
+        initrd = ["-initrd", str(initramfs(Path("/lib/modules") / kver))]
+        elf = vmlinux(kver)
+        if elf is not None:
+            boot = ["-kernel", str(elf), *initrd]
+        else:
+            boot = ["-M", "q35", "-kernel", f"/boot/vmlinuz-{kver}", *initrd]
+            append = f"{ROOT_KERNEL_ARGS} {append}".strip()
     script = cmd if isinstance(cmd, str) else shlex.join(cmd)
     disks = [Path(p).resolve() for p in disks]
     for p in disks:
