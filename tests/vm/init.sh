@@ -109,7 +109,6 @@ stage2() {
 	if [ $$ = 1 ]; then
 		mount -t tmpfs -o mode=0755 tmpfs /run || fail "mount /run"
 	fi
-	mount -t tmpfs -o mode=0700 tmpfs /root || fail "mount /root"
 	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 	mkdir -p /results
 	# cache=none: every write reaches the host at once, even if we crash later.
@@ -117,6 +116,12 @@ stage2() {
 		fail "mount 9p results"
 	# vm.env sets BDSNAP_REPO and BDSNAP_NDISKS (written by run.py).
 	. /results/vm.env || fail "read /results/vm.env"
+	# An empty home, not the host's dotfiles; but a clone in /root (as on a
+	# fresh machine, tests/fresh.sh) must stay visible.
+	case $BDSNAP_REPO/ in
+	/root/*) ;;
+	*) mount -t tmpfs -o mode=0700 tmpfs /root || fail "mount /root" ;;
+	esac
 	if [ -n "${BDSNAP_MODDIR:-}" ]; then
 		kmods=/lib/modules/$(uname -r)
 		mkdir -p "$kmods" && mount --bind "$BDSNAP_MODDIR" "$kmods" ||
