@@ -59,6 +59,7 @@ void report_give(struct bdsnap_chain_report *out, const struct bdsnap_chain_repo
 int chain_open(struct chain *c, struct bdsnap_session *s, struct bdsnap_session *const *later,
 	       size_t nlater, const struct bdsnap_restore_opts *opts)
 {
+	uint64_t raw = 0;
 	size_t i;
 	int rc;
 
@@ -73,7 +74,8 @@ int chain_open(struct chain *c, struct bdsnap_session *s, struct bdsnap_session 
 	c->all = calloc(c->n, sizeof(*c->all));
 	c->verified = calloc(3 * c->n, sizeof(*c->verified));
 	c->saved = calloc(c->n, sizeof(*c->saved));
-	if (!c->all || !c->verified || !c->saved) {
+	c->kept = calloc(c->n, sizeof(*c->kept));
+	if (!c->all || !c->verified || !c->saved || !c->kept) {
 		chain_close(c);
 		return -ENOMEM;
 	}
@@ -86,6 +88,24 @@ int chain_open(struct chain *c, struct bdsnap_session *s, struct bdsnap_session 
 		c->logs += blocks_size(c->all[i]);
 	c->dry = c->opts.flags & BDSNAP_RESTORE_DRY_RUN;
 	c->prog = (struct progress){ c->opts.progress, c->opts.ctx, 0, 0 };
+	/*
+	 * An open log may grow between the passes (export of a mounted device
+	 * writes what it holds then): only closed chains are written from memory.
+	 */
+	c->keep = !c->dry;
+	preimage_budget_init(&c->budget);
+	for (i = 0; i < c->n; i++) {
+		const struct bdsnap_session_info *in = &c->all[i]->info;
+
+		c->kept[i].budget = &c->budget;
+		if (in->state_kind == BDSNAP_META_OPEN)
+			c->keep = false;
+		/* meta says how much there is: do not fill memory just to drop it. */
+		if (in->bytes_raw != BDSNAP_UNSET)
+			raw += in->bytes_raw;
+	}
+	if (raw > c->budget.left)
+		c->keep = false;
 	return 0;
 }
 
@@ -95,6 +115,9 @@ void chain_close(struct chain *c)
 
 	for (i = 0; c->saved && i < c->n; i++)
 		blockset_free(&c->saved[i]);
+	for (i = 0; c->kept && i < c->n; i++)
+		preimages_free(&c->kept[i]);
+	free(c->kept);
 	free(c->saved);
 	free(c->verified);
 	free(c->all);
@@ -166,11 +189,17 @@ int chain_check(struct chain *c, struct bdsnap_chain_report *rep)
 int chain_verify(struct chain *c, struct bdsnap_chain_report *rep)
 {
 	struct bdsnap_verify_report v;
-	size_t i;
+	size_t i, j;
 	int rc;
 
 	for (i = 0; i < c->n; i++) {
-		rc = session_verify(c->all[i], &v, &c->prog, &c->saved[i]);
+		rc = session_verify(c->all[i], &v, &c->prog, &c->saved[i],
+				    c->keep ? &c->kept[i] : NULL);
+		if (c->keep && c->budget.exceeded) {
+			for (j = 0; j <= i; j++)
+				preimages_free(&c->kept[j]);
+			c->keep = false;
+		}
 		if (rc == -EBADMSG)
 			return bad_session(rep, c->all[i], &v);
 		if (rc)
@@ -309,6 +338,31 @@ static int overlay_block(void *ctx, uint64_t block, const uint8_t *data, uint32_
  * to its size now: it may have grown since (export copies a device that may
  * be mounted; the pre-images of what changed meanwhile are in the log).
  */
+/* The verify pass kept every pre-image: write them, and only them, from memory. */
+static int apply_kept(struct chain *c, int fd, struct bdsnap_chain_report *rep)
+{
+	struct writer w = { .fd = fd, .block_size = c->all[0]->info.block_size };
+	uint64_t span = 0;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < c->n; i++)
+		span += c->verified[i];
+	rc = preimages_write(c->kept, c->n, &w, &c->prog, span);
+	c->prog.base += span;
+	if (rc)
+		return rc;
+	/* Every record was verified and counted once: the counts are verify's. */
+	rep->blocks = c->records[0];
+	rep->bytes = c->raw[0];
+	rep->later_blocks = rep->later_bytes = 0;
+	for (i = 1; i < c->n; i++) {
+		rep->later_blocks += c->records[i];
+		rep->later_bytes += c->raw[i];
+	}
+	return 0;
+}
+
 int chain_apply(struct chain *c, int fd, struct bdsnap_chain_report *rep)
 {
 	struct bdsnap_verify_report again;
@@ -318,6 +372,8 @@ int chain_apply(struct chain *c, int fd, struct bdsnap_chain_report *rep)
 	int rc = 0;
 
 	rep->wrote = 1;
+	if (c->keep)
+		return apply_kept(c, fd, rep);
 	rep->later_blocks = rep->later_bytes = 0;	/* counted again: an open log may have grown */
 	for (i = c->n; i-- > 0 && !rc;) {
 		open = c->all[i]->info.state_kind == BDSNAP_META_OPEN;

@@ -21,7 +21,7 @@ int bdsnap_session_changed(struct bdsnap_session *s, struct bdsnap_extent **out,
 	size_t i, n = 0;
 	int rc;
 
-	rc = session_verify(s, report ? report : &local, &prog, &set);
+	rc = session_verify(s, report ? report : &local, &prog, &set, NULL);
 	if (rc)
 		return rc;
 	blocks = blockset_sorted(&set);

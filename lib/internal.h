@@ -71,19 +71,25 @@ void blockset_free(struct blockset *set);
 /* blockset_sorted() - the members in ascending order, a new array of set->n (NULL: -ENOMEM). */
 uint64_t *blockset_sorted(const struct blockset *set);
 
-/* add_unique() - record_fn enforcing the once-per-session rule. */
+/*
+ * add_unique() - record_fn enforcing the once-per-session rule; keeps each
+ * pre-image in @kept if that is not NULL (preimages.c).
+ */
+struct preimages;
 struct unique_ctx {
 	struct blockset set;
 	struct bdsnap_verify_report *rep;
+	struct preimages *kept;
 };
 int add_unique(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uint64_t off);
 
 /*
  * session_verify() - meta, then store_scan() with the once-per-session rule.
  * @keep: if not NULL, receives the set of saved blocks on success.
+ * @kept: if not NULL, receives the pre-images, as far as its budget allows.
  */
 int session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *rep,
-		   const struct progress *prog, struct blockset *keep);
+		   const struct progress *prog, struct blockset *keep, struct preimages *kept);
 /* report_bad() - record the first violation; returns -EBADMSG. */
 int report_bad(struct bdsnap_verify_report *rep, const char *file, uint64_t off,
 	       const char *reason);
@@ -120,6 +126,12 @@ void sha256_hex(struct sha256 *c, char out[65]);
 
 /* ---- chain.c: a session and the later ones of its device ---- */
 
+/* What a chain's verify pass may keep in memory for its write pass (preimages.c). */
+struct preimage_budget {
+	uint64_t left;
+	bool exceeded;
+};
+
 /*
  * struct chain - what restore and export apply: @all[0] is the session,
  * then the later ones, oldest first; @all[n - 1] is the newest.
@@ -136,6 +148,9 @@ struct chain {
 	uint64_t logs;
 	uint64_t *verified, *records, *raw;	/* per session: log size, records, bytes */
 	struct blockset *saved;		/* each session's blocks, for the fingerprints */
+	struct preimages *kept;		/* each session's pre-images, if @keep */
+	struct preimage_budget budget;
+	bool keep;			/* verify keeps the pre-images for the write */
 	struct bdsnap_restore_opts opts;
 	struct progress prog;
 };
@@ -199,6 +214,32 @@ struct writer {
 	uint64_t blocks, bytes;		/* written so far */
 };
 int write_block(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uint64_t off);
+
+/* ---- preimages.c: pre-images kept from the verify pass to the write pass ---- */
+struct preimage {
+	uint64_t block;
+	size_t off;			/* in struct preimages' data */
+	uint32_t len;
+};
+struct preimages {
+	struct preimage_budget *budget;	/* shared by a chain's sessions */
+	struct preimage *v;
+	size_t n, cap;
+	uint8_t *data;
+	size_t used, room;
+};
+/* preimage_budget_init() - how much a chain may keep. */
+void preimage_budget_init(struct preimage_budget *b);
+/* preimages_add() - keep a copy; over the budget (or memory) the budget is exceeded. */
+void preimages_add(struct preimages *k, uint64_t block, const uint8_t *data, uint32_t len);
+void preimages_free(struct preimages *k);
+/*
+ * preimages_write() - the kept pre-images of @n sessions, oldest first, onto
+ * @w's device: each block from the oldest session that saved it, in block
+ * order, contiguous blocks in one write.  Reports progress up to @span.
+ */
+int preimages_write(struct preimages *kept, size_t n, struct writer *w,
+		    const struct progress *prog, uint64_t span);
 
 /* module_live() - a module's init state: 1 live, -1 coming or going, 0 not loaded. */
 int module_live(const char *name);

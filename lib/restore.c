@@ -6,8 +6,9 @@
  * Order matters because a half-done restore is worse than none: check every
  * meta and state, open and check the target (kept open, exclusively for a
  * block device, so nobody mounts it meanwhile), verify every log, check the
- * target's identity against the newest session, ask, and only then write,
- * in a second pass over exactly the bytes that were verified.
+ * target's identity against the newest session, ask, and only then write
+ * exactly the bytes that were verified: from memory, what verify kept
+ * (preimages.c), or in a second pass over the logs.
  */
 #include <dirent.h>
 #include <errno.h>

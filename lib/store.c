@@ -323,11 +323,11 @@ int add_unique(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uin
 	struct unique_ctx *u = ctx;
 	int rc;
 
-	(void)data;
-	(void)len;
 	rc = blockset_add(&u->set, block);
 	if (rc > 0)
 		return report_bad(u->rep, "blocks", off, "duplicate block");
+	if (!rc && u->kept)
+		preimages_add(u->kept, block, data, len);
 	return rc;
 }
 
@@ -351,9 +351,9 @@ static int check_counters(struct bdsnap_session *s, struct bdsnap_verify_report 
 }
 
 int session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *rep,
-		   const struct progress *prog, struct blockset *keep)
+		   const struct progress *prog, struct blockset *keep, struct preimages *kept)
 {
-	struct unique_ctx u = { .rep = rep };
+	struct unique_ctx u = { .rep = rep, .kept = kept };
 	int rc;
 
 	memset(rep, 0, sizeof(*rep));
@@ -377,7 +377,7 @@ int bdsnap_session_verify_progress(struct bdsnap_session *s,
 	struct bdsnap_verify_report local;
 	struct progress prog = { progress, ctx, 0, blocks_size(s) };
 
-	return session_verify(s, report ? report : &local, &prog, NULL);
+	return session_verify(s, report ? report : &local, &prog, NULL, NULL);
 }
 
 int bdsnap_session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *report)
