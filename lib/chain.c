@@ -333,13 +333,8 @@ static int overlay_block(void *ctx, uint64_t block, const uint8_t *data, uint32_
 	return rc ? rc : write_block(&o->w, block, data, len, off);
 }
 
-/*
- * Each log is read to the size verified, except an open one, which is read
- * to its size now: it may have grown since (export copies a device that may
- * be mounted; the pre-images of what changed meanwhile are in the log).
- */
 /* The verify pass kept every pre-image: write them, and only them, from memory. */
-static int apply_kept(struct chain *c, int fd, struct bdsnap_chain_report *rep)
+static int apply_kept(struct chain *c, int fd)
 {
 	struct writer w = { .fd = fd, .block_size = c->all[0]->info.block_size };
 	uint64_t span = 0;
@@ -348,21 +343,17 @@ static int apply_kept(struct chain *c, int fd, struct bdsnap_chain_report *rep)
 
 	for (i = 0; i < c->n; i++)
 		span += c->verified[i];
+	/* The counts stay verify's (and chain_cut's): each record is written once. */
 	rc = preimages_write(c->kept, c->n, &w, &c->prog, span);
 	c->prog.base += span;
-	if (rc)
-		return rc;
-	/* Every record was verified and counted once: the counts are verify's. */
-	rep->blocks = c->records[0];
-	rep->bytes = c->raw[0];
-	rep->later_blocks = rep->later_bytes = 0;
-	for (i = 1; i < c->n; i++) {
-		rep->later_blocks += c->records[i];
-		rep->later_bytes += c->raw[i];
-	}
-	return 0;
+	return rc;
 }
 
+/*
+ * Each log is read to the size verified, except an open one, which is read
+ * to its size now: it may have grown since (export copies a device that may
+ * be mounted; the pre-images of what changed meanwhile are in the log).
+ */
 int chain_apply(struct chain *c, int fd, struct bdsnap_chain_report *rep)
 {
 	struct bdsnap_verify_report again;
@@ -373,7 +364,7 @@ int chain_apply(struct chain *c, int fd, struct bdsnap_chain_report *rep)
 
 	rep->wrote = 1;
 	if (c->keep)
-		return apply_kept(c, fd, rep);
+		return apply_kept(c, fd);
 	rep->later_blocks = rep->later_bytes = 0;	/* counted again: an open log may have grown */
 	for (i = c->n; i-- > 0 && !rc;) {
 		open = c->all[i]->info.state_kind == BDSNAP_META_OPEN;

@@ -104,10 +104,10 @@ int preimages_write(struct preimages *kept, size_t n, struct writer *w,
 {
 	struct blockset seen = { 0 };
 	struct pick *p = NULL;
-	size_t i, j, total = 0, np = 0, start;
+	size_t i, j, total = 0, np = 0;
 	uint8_t *buf = NULL;
 	uint64_t bytes;
-	int rc = 0;
+	int rc = 0, added;
 
 	for (i = 0; i < n; i++)
 		total += kept[i].n;
@@ -118,28 +118,26 @@ int preimages_write(struct preimages *kept, size_t n, struct writer *w,
 		goto out;
 	}
 	/* Oldest session first: a block ends as before the oldest that saved it. */
-	for (i = 0; i < n && !rc; i++) {
+	for (i = 0; i < n; i++) {
 		for (j = 0; j < kept[i].n; j++) {
 			const struct preimage *e = &kept[i].v[j];
 
-			rc = blockset_add(&seen, e->block);
-			if (rc < 0)
-				break;
-			if (rc == 0)
+			added = blockset_add(&seen, e->block);
+			if (added < 0) {
+				rc = added;
+				goto out;
+			}
+			if (added == 0)
 				p[np++] = (struct pick){ e->block, kept[i].data + e->off, e->len };
-			rc = 0;
 		}
 	}
-	if (rc)
-		goto out;
 	qsort(p, np, sizeof(*p), by_block);
 	for (i = 0; i < np && !rc; i = j) {
-		start = i;
 		bytes = p[i].len;
 		for (j = i + 1; j < np && p[j - 1].len == w->block_size &&
 		     p[j].block == p[j - 1].block + 1 && bytes + p[j].len <= RUN_BYTES; j++)
 			bytes += p[j].len;
-		rc = write_run(p, start, j, buf, w);
+		rc = write_run(p, i, j, buf, w);
 		progress_report(prog, span * j / np);
 	}
 out:
