@@ -133,6 +133,7 @@ int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
 		     unsigned int len, u64 *seq);
 int bdsnap_store_wait_durable(struct bdsnap_store *st, u64 seq);
 void bdsnap_store_close(struct bdsnap_store *st, int error);
+void bdsnap_store_fail(struct bdsnap_store *st, int error);
 __printf(2, 3) int bdsnap_store_note(struct bdsnap_store *st, const char *fmt, ...);
 unsigned int bdsnap_store_queued(struct bdsnap_store *st);
 int bdsnap_store_mkdir(const char *path);

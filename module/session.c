@@ -280,7 +280,9 @@ static bool bdsnap_session_put_locked(struct bdsnap_session *s)
 /*
  * What the device holds now that the last file system is gone: a restore
  * checks it before writing (fingerprint.c).  Without it a restore needs
- * --force, so a failure is logged.
+ * --force, so a failure to read the device is logged.  A failure to write
+ * meta is the store's: by then the store has usually failed and said so, and
+ * one failure gets one log line.
  */
 static void bdsnap_session_note_end(struct bdsnap_session *s)
 {
@@ -289,12 +291,15 @@ static void bdsnap_session_note_end(struct bdsnap_session *s)
 	int ret;
 
 	ret = bdsnap_fingerprint(s, &n, digest);
-	if (!ret)
-		ret = bdsnap_store_note(&s->store, "end_sample=%u\nend_sha256=%*phN\n", n,
-					SHA256_DIGEST_SIZE, digest);
-	if (ret)
+	if (ret) {
 		pr_err("session %s: cannot record the device's end fingerprint (error %d): a restore will need --force\n",
 		       s->dirname, ret);
+		return;
+	}
+	ret = bdsnap_store_note(&s->store, "end_sample=%u\nend_sha256=%*phN\n", n,
+				SHA256_DIGEST_SIZE, digest);
+	if (ret)
+		bdsnap_store_fail(&s->store, ret);
 }
 
 /* Context: process; the session is unpublished, its last writer is gone. */
@@ -354,6 +359,7 @@ void bdsnap_session_mounted(struct bdsnap_claim *claim, const struct super_block
 	struct bdsnap_session *s = claim->session;
 	struct bdsnap_claim *other;
 	bool known = false;
+	int ret;
 
 	bdsnap_registry_lock();
 	list_for_each_entry(other, &s->sbs, node)
@@ -370,10 +376,12 @@ void bdsnap_session_mounted(struct bdsnap_claim *claim, const struct super_block
 	}
 	/* what a restore target is compared with; a partition's is not the device's */
 	if (sb->s_bdev == s->bdev_ref.bdev && !uuid_is_null(&sb->s_uuid))
-		bdsnap_store_note(&s->store, "fs_type=%s\nfs_uuid=%16phN\n", sb->s_type->name,
-				  sb->s_uuid.b);
+		ret = bdsnap_store_note(&s->store, "fs_type=%s\nfs_uuid=%16phN\n",
+					sb->s_type->name, sb->s_uuid.b);
 	else
-		bdsnap_store_note(&s->store, "fs_type=%s\n", sb->s_type->name);
+		ret = bdsnap_store_note(&s->store, "fs_type=%s\n", sb->s_type->name);
+	if (ret)
+		bdsnap_store_fail(&s->store, ret);
 }
 
 /**

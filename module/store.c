@@ -193,6 +193,29 @@ static int bdsnap_store_write(struct file *file, const void *buf, size_t len, lo
 }
 
 /**
+ * bdsnap_store_fail() - the store can no longer be written.
+ * @st: an open store.
+ * @error: the first error; later ones are not logged.
+ *
+ * One log line per session however many writes fail after it: the session
+ * ends incomplete:<error>.
+ *
+ * Context: process.
+ */
+void bdsnap_store_fail(struct bdsnap_store *st, int error)
+{
+	spin_lock(&st->lock);
+	if (!st->error) {
+		st->error = error;
+		pr_err("session %s: writing the store failed (error %d): session is incomplete, pre-images are dropped from now on\n",
+		       st->name, error);
+	}
+	spin_unlock(&st->lock);
+	wake_up_all(&st->space_wq);
+	wake_up_all(&st->durable_wq);
+}
+
+/**
  * bdsnap_store_note() - append lines to meta.
  * @st: an open store.
  * @fmt: "key=value\n" lines.
@@ -263,19 +286,6 @@ static int bdsnap_store_start(struct bdsnap_store *st, const struct bdsnap_store
 					MAJOR(info->image_dev), MINOR(info->image_dev),
 					info->image_ino);
 	return ret ?: bdsnap_store_note(st, "state=open\n");
-}
-
-static void bdsnap_store_fail(struct bdsnap_store *st, int error)
-{
-	spin_lock(&st->lock);
-	if (!st->error) {
-		st->error = error;
-		pr_err("session %s: writing the store failed (error %d): session is incomplete, pre-images are dropped from now on\n",
-		       st->name, error);
-	}
-	spin_unlock(&st->lock);
-	wake_up_all(&st->space_wq);
-	wake_up_all(&st->durable_wq);
 }
 
 static void bdsnap_store_flush_buf(struct bdsnap_store *st)
