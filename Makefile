@@ -13,8 +13,12 @@ VM      := $(PY) tests/vm/run.py
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PASSWORD_FILE ?= /etc/bdsnap/password
 
+HOST_RELEASE := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
+
 # Debian packages per goal, named alike on Debian 12 and 13 (linux-source and
-# libclang-rt-dev are the releases' own metapackages). `make demo` installs
+# libclang-rt-dev are the releases' own metapackages) but one: systemd.pc,
+# which tells debian/rules where units go, is in systemd on Debian 12 and in
+# systemd-dev from Debian 13 on. `make demo` installs
 # the first two lists, `make test` the first three and PKG_PACKAGES (its host
 # tests build the Debian packages and run lintian); the debug kernel's build
 # installs its own (tests/vm/debug_kernel.sh), as the arm64 side does
@@ -28,7 +32,8 @@ TEST_PACKAGES  := python3-pytest fio dmsetup fdisk debootstrap btrfs-progs xfspr
 DEBUG_PACKAGES := linux-source bc bison flex libssl-dev libelf-dev dwarves
 # `make deb` (debian/): dpkg-buildpackage, debhelper with dh-dkms, and
 # lintian, which must find no error in the packages.
-PKG_PACKAGES   := dpkg-dev debhelper dh-dkms dkms fakeroot lintian
+PKG_PACKAGES   := dpkg-dev debhelper dh-dkms dkms fakeroot lintian \
+	$(if $(filter bookworm,$(HOST_RELEASE)),systemd,systemd-dev)
 
 SUBDIRS := module singlefile_fs usctm lib cli
 
@@ -136,7 +141,6 @@ test-fresh: deps
 # ---- other Debian kernels: debootstrapped roots, cached in /var/cache/bdsnap ----
 .PHONY: kernel-roots kernel-roots-bg test-kernels test-all
 # The other supported releases' kernels: all but the host's own.
-HOST_RELEASE := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
 KERNEL_ROOTS := $(filter-out $(HOST_RELEASE),bookworm trixie sid)
 
 kernel-roots:

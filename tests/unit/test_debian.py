@@ -60,6 +60,10 @@ def test_pkg_packages_list_the_tools():
     pkgs = re.search(r"^PKG_PACKAGES := (.*)$", out, re.M).group(1).split()
     for p in ("dpkg-dev", "debhelper", "dh-dkms", "dkms", "fakeroot", "lintian"):
         assert p in pkgs
+    # debian/rules asks systemd.pc where units go; its package differs by release.
+    owner = subprocess.run(["dpkg", "-S", "/usr/share/pkgconfig/systemd.pc"],
+                           capture_output=True, text=True, check=True).stdout
+    assert owner.split(":")[0] in pkgs, (owner, pkgs)
 
 
 def test_rules_build_without_werror_with_dpkg_buildflags():
