@@ -20,7 +20,7 @@
 #     usr/src/linux-headers-<abi>-arm64/    KDIR for out-of-tree modules (its
 #                                           Makefile rewritten to include the
 #                                           -common tree of this cache)
-#     usr/lib/linux-kbuild-6.1/             amd64 fixdep/modpost (same version)
+#     usr/lib/linux-kbuild-<version>/       amd64 fixdep/modpost (same version)
 #     bin/busybox                           busybox-static:arm64
 #     usr/lib/aarch64-linux-gnu/libz.a, usr/include/zlib.h   zlib:arm64
 #     usr/lib/aarch64-linux-gnu/libsmartcols.so*   libsmartcols:arm64 (Debian
@@ -110,10 +110,15 @@ candidate() {  # candidate version of a package, empty if apt knows none
 }
 KVERSION=$(candidate "linux-headers-$RELEASE:arm64")
 [ -n "$KVERSION" ] || die "no candidate for linux-headers-$RELEASE:arm64"
-# The amd64 kbuild package of the headers' version has host fixdep/modpost
-# (the arm64 one's would be arm64 binaries). Same version if the mirror has it.
-KBUILD=linux-kbuild-6.1:amd64
-if apt-cache madison linux-kbuild-6.1 2>/dev/null | awk '{print $3}' | grep -qxF "$KVERSION"; then
+# The amd64 build of the kbuild package the arm64 headers depend on has host
+# fixdep/modpost (the arm64 one's would be arm64 binaries): linux-kbuild-6.1
+# on Debian 12, linux-kbuild-<ABI> from Debian 13 on. Same version if the
+# mirror has it.
+KBUILD_PKG=$(apt-cache depends "linux-headers-$RELEASE:arm64" 2>/dev/null |
+	sed -n 's/^ *Depends: \(linux-kbuild-[^ :]*\)\(:arm64\)\?$/\1/p' | head -n 1)
+[ -n "$KBUILD_PKG" ] || die "linux-headers-$RELEASE:arm64 names no linux-kbuild package"
+KBUILD=$KBUILD_PKG:amd64
+if apt-cache madison "$KBUILD_PKG" 2>/dev/null | awk '{print $3}' | grep -qxF "$KVERSION"; then
 	KBUILD="$KBUILD=$KVERSION"
 fi
 DEBS=(
@@ -151,6 +156,13 @@ rm -rf "$ROOT" "$CACHE/root.tmp"
 mkdir -p "$CACHE/root.tmp"
 for deb in "$CACHE"/debs/*.deb; do
 	dpkg -x "$deb" "$CACHE/root.tmp"
+done
+# Debian 13's packages ship /usr/lib/modules and /usr/bin/busybox (merged
+# /usr): the tree gets a merged-/usr system's aliases, so one layout serves.
+for d in bin lib; do
+	if [ -d "$CACHE/root.tmp/usr/$d" ] && [ ! -e "$CACHE/root.tmp/$d" ]; then
+		ln -s "usr/$d" "$CACHE/root.tmp/$d"
+	fi
 done
 mv "$CACHE/root.tmp" "$ROOT"
 
