@@ -50,7 +50,7 @@ fi
 OUT=$REPO/build/fresh-$RELEASE
 ROOT=$OUT/root
 umount_all() {
-	for m in dev/pts dev sys proc; do
+	for m in dev/pts dev sys proc ""; do
 		mountpoint -q "$ROOT/$m" && umount -l "$ROOT/$m"
 	done
 	return 0
@@ -60,6 +60,9 @@ rm -rf "$ROOT"
 mkdir -p "$ROOT"
 tar -C "$ROOT" -xf "$TARBALL"
 trap umount_all EXIT
+# A machine's / is a mount point; a chroot's is not unless bound onto itself,
+# and `unshare -m` (run.py's builds in the other releases' roots) fails there.
+mount --bind "$ROOT" "$ROOT"
 mount -t proc proc "$ROOT/proc"
 mount -t sysfs sysfs "$ROOT/sys"
 mount --bind /dev "$ROOT/dev"
