@@ -23,6 +23,7 @@ the free slots around them) are fuzzed in test_syscalls.py::test_random_calls.
 import collections
 import ctypes
 import errno
+import json
 import mmap
 import os
 import random
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, REPO, sh, uapi
+from conftest import PASSWORD, sh, uapi
 
 pytestmark = pytest.mark.badinput
 
@@ -289,29 +290,22 @@ def test_wrong_password_1000_times(load_bdsnap, make_disk):
 
 PRIVILEGED = ("activate", "deactivate", "list", "set_password")
 
-# Run by a caller without CAP_SYS_ADMIN in the initial user namespace; argv[3]
-# is an fd of /dev/snap opened by root. Prints one "name errno" line per command.
-CALLER = f"""
-import errno, os, sys
-sys.path.insert(0, {str(REPO / 'tests' / 'lib')!r})
-import bdsnap_uapi as uapi
-image, password, fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
-reqs = {{
-    "activate": (uapi.IOC_ACTIVATE, uapi.new("bdsnap_activate", path=image, password=password)),
-    "deactivate": (uapi.IOC_DEACTIVATE, uapi.new("bdsnap_activate", path=image, password=password)),
-    "list": (uapi.IOC_LIST, uapi.new("bdsnap_list")),
-    "set_password": (uapi.IOC_SET_PASSWORD, uapi.new("bdsnap_set_password",
-                     old_password=password, new_password="taken-over")),
-    "version": (uapi.IOC_VERSION, uapi.new("bdsnap_version")),
-}}
+# Run by a caller without CAP_SYS_ADMIN in the initial user namespace: the
+# standard library only (the clone may sit under a directory, such as /root,
+# that the caller cannot read). argv[1] is an fd of /dev/snap opened by root,
+# argv[2] the requests as JSON {name: [cmd, struct bytes in hex]}. Prints one
+# "name errno" line per command.
+CALLER = """
+import fcntl, json, os, sys
+fd, reqs = int(sys.argv[1]), json.loads(sys.argv[2])
 for name, (cmd, req) in reqs.items():
     try:
-        uapi.ioctl(cmd, req, fd=fd)
+        fcntl.ioctl(fd, cmd, bytearray.fromhex(req))
         print(name, 0)
     except OSError as exc:
         print(name, exc.errno)
 try:
-    os.close(os.open(uapi.CTL, os.O_RDWR))
+    os.close(os.open(sys.argv[3], os.O_RDWR))
     print("open", 0)
 except OSError as exc:
     print("open", exc.errno)
@@ -319,10 +313,22 @@ except OSError as exc:
 
 
 def run_unprivileged(prefix, image):
+    reqs = {
+        "activate": (uapi.IOC_ACTIVATE, uapi.new("bdsnap_activate", path=str(image),
+                                                 password=PASSWORD)),
+        "deactivate": (uapi.IOC_DEACTIVATE, uapi.new("bdsnap_activate", path=str(image),
+                                                     password=PASSWORD)),
+        "list": (uapi.IOC_LIST, uapi.new("bdsnap_list")),
+        "set_password": (uapi.IOC_SET_PASSWORD, uapi.new("bdsnap_set_password",
+                                                         old_password=PASSWORD,
+                                                         new_password="taken-over")),
+        "version": (uapi.IOC_VERSION, uapi.new("bdsnap_version")),
+    }
+    wire = json.dumps({name: [cmd, bytes(req).hex()] for name, (cmd, req) in reqs.items()})
     fd = os.open(uapi.CTL, os.O_RDWR)
     try:
-        res = subprocess.run([*prefix, sys.executable, "-c", CALLER, str(image), PASSWORD,
-                              str(fd)], capture_output=True, text=True, pass_fds=(fd,))
+        res = subprocess.run([*prefix, sys.executable, "-c", CALLER, str(fd), wire, uapi.CTL],
+                             capture_output=True, text=True, pass_fds=(fd,))
     finally:
         os.close(fd)
     assert res.returncode == 0, res.stderr
