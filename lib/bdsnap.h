@@ -615,6 +615,43 @@ int bdsnap_chain_export(struct bdsnap_session *s, struct bdsnap_session *const *
 			size_t nlater, const char *source, const char *target,
 			const struct bdsnap_restore_opts *opts, struct bdsnap_chain_report *report);
 
+/*
+ * A view: the device as it was before a session's mount, read while the
+ * device stays mounted and written; the same bytes bdsnap_chain_export()
+ * would write, without the copy.
+ */
+struct bdsnap_view;
+
+/*
+ * bdsnap_view_open() - open the view of @s, with its @later sessions and
+ * @source as bdsnap_chain_export() takes them; the sessions must stay open
+ * as long as the view.  Checks as bdsnap_chain_export(): every session's
+ * state (an open session that is not ordered is refused: its pre-images may
+ * still be on their way to the log when the device is read), every log is
+ * verified, the source's identity is checked.
+ * @opts: BDSNAP_RESTORE_FORCE, progress of the verify pass; may be NULL.
+ * Return: 0 and *@out; -ENOSPC the source is smaller than the session's
+ * device; the errors and refusals of bdsnap_chain_export(), @report says why.
+ */
+int bdsnap_view_open(struct bdsnap_session *s, struct bdsnap_session *const *later,
+		     size_t nlater, const char *source, const struct bdsnap_restore_opts *opts,
+		     struct bdsnap_view **out, struct bdsnap_chain_report *report);
+
+/* bdsnap_view_size() - the view's size in bytes: the session's device_size. */
+uint64_t bdsnap_view_size(const struct bdsnap_view *v);
+
+/*
+ * bdsnap_view_read() - @len bytes of the view at @off into @buf.  An open
+ * (ordered) session's log is followed as it grows: the device is read
+ * first, then the records added since the last read.
+ * Return: 0; -EINVAL past the end of the view; -EIO a record that was valid
+ * at open is not any more, or the source shrank; -errno reading the source
+ * or a log.
+ */
+int bdsnap_view_read(struct bdsnap_view *v, void *buf, size_t len, uint64_t off);
+
+void bdsnap_view_close(struct bdsnap_view *v);
+
 #ifdef __cplusplus
 }
 #endif

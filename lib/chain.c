@@ -371,7 +371,7 @@ int chain_apply(struct chain *c, int fd, struct bdsnap_chain_report *rep)
 		memset(&again, 0, sizeof(again));
 		o = (struct overlay){ .u.rep = &again,
 				      .w = { .fd = fd, .block_size = c->all[i]->info.block_size } };
-		rc = store_scan(c->all[i], open ? UINT64_MAX : c->verified[i], &again,
+		rc = store_scan(c->all[i], 0, open ? UINT64_MAX : c->verified[i], &again,
 				overlay_block, &o, &c->prog);
 		blockset_free(&o.u.set);
 		c->prog.base += c->verified[i];

@@ -36,13 +36,6 @@
 
 #define COPY_CHUNK	(1U << 20)
 
-struct source {
-	int fd;
-	bool direct;		/* a block device, read with O_DIRECT */
-	struct stat st;
-	uint64_t size;
-};
-
 struct target {
 	int fd;
 	char *tmp;		/* regular file: the temporary renamed over the target */
@@ -52,7 +45,7 @@ struct target {
 	uint64_t size;		/* block device: its size */
 };
 
-static int source_open(const char *path, struct source *src)
+int source_open(const char *path, struct source *src)
 {
 	int rc = 0;
 

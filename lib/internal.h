@@ -50,11 +50,23 @@ typedef int (*record_fn)(void *ctx, uint64_t block, const uint8_t *data, uint32_
 
 /*
  * store_scan() - stream "blocks", check the header and every record, and call
- * @fn for each valid one.  Reads no further than @limit bytes (UINT64_MAX: the
- * file's size now), so a second pass sees exactly what the first verified.
+ * @fn for each valid one.  Starts at the record at @from (0: the first) and
+ * reads no further than @limit bytes (UINT64_MAX: the file's size now), so a
+ * second pass sees exactly what the first verified, and a growing log can be
+ * followed from where the last scan stopped (@rep->torn_offset when its tail
+ * was torn, else @rep->file_size).
  */
-int store_scan(struct bdsnap_session *s, uint64_t limit, struct bdsnap_verify_report *rep,
-	       record_fn fn, void *ctx, const struct progress *prog);
+int store_scan(struct bdsnap_session *s, uint64_t from, uint64_t limit,
+	       struct bdsnap_verify_report *rep, record_fn fn, void *ctx,
+	       const struct progress *prog);
+/*
+ * store_read_record() - the pre-image of @block from the record at @off of
+ * the "blocks" file open on @fd, checked as store_scan() checks it, into @out
+ * (block_size bytes).  0, -EBADMSG when the record is not a valid one of
+ * @block, -errno.
+ */
+int store_read_record(const struct bdsnap_session *s, int fd, uint64_t off, uint64_t block,
+		      uint8_t *out);
 
 /*
  * Block numbers seen so far: open addressing, UINT64_MAX marks a free slot
@@ -195,6 +207,21 @@ int fs_uuid_read(int fd, bool direct, char out[33]);
  */
 int fingerprint(int fd, bool direct, const uint64_t *blocks, size_t n, uint64_t block_size,
 		uint64_t size, uint64_t *sample, char out[65]);
+
+/* ---- export.c, shared with view.c: the device now, read-only ---- */
+struct source {
+	int fd;
+	bool direct;		/* a block device, read with O_DIRECT */
+	struct stat st;
+	uint64_t size;
+};
+
+/*
+ * source_open() - open @path read-only and not O_EXCL (a mounted device can
+ * be read), a block device with O_DIRECT.  -ENOTBLK neither a block device
+ * nor a regular file; -errno.
+ */
+int source_open(const char *path, struct source *src);
 
 /* ---- restore.c, shared with export.c ---- */
 

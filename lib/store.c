@@ -147,8 +147,9 @@ static const char *decode(const struct bdsnap_record *r, uint8_t *payload, uint8
 }
 
 
-int store_scan(struct bdsnap_session *s, uint64_t limit, struct bdsnap_verify_report *rep,
-	       record_fn fn, void *ctx, const struct progress *prog)
+int store_scan(struct bdsnap_session *s, uint64_t from, uint64_t limit,
+	       struct bdsnap_verify_report *rep, record_fn fn, void *ctx,
+	       const struct progress *prog)
 {
 	struct bdsnap_store_header h;
 	struct bdsnap_record r;
@@ -195,7 +196,7 @@ int store_scan(struct bdsnap_session *s, uint64_t limit, struct bdsnap_verify_re
 	if (rc)
 		goto out;
 	bs = le32toh(h.block_size);
-	rd_seek(&rd, le32toh(h.header_size));
+	rd_seek(&rd, from > le32toh(h.header_size) ? from : le32toh(h.header_size));
 	payload = malloc(compressBound(bs));
 	raw = malloc(bs);
 	if (!payload || !raw) {
@@ -242,6 +243,37 @@ out:
 	free(payload);
 	free(rd.buf);
 	close(rd.fd);
+	return rc;
+}
+
+int store_read_record(const struct bdsnap_session *s, int fd, uint64_t off, uint64_t block,
+		      uint8_t *out)
+{
+	uint32_t bs = s->info.block_size;
+	struct bdsnap_record r;
+	uint8_t *payload, *raw;
+	const uint8_t *data;
+	int rc;
+
+	rc = read_dev(fd, false, &r, sizeof(r), off);
+	if (rc)
+		return rc > 0 ? -EBADMSG : rc;
+	if (check_record(&r, bs, s->info.device_size) || le64toh(r.block) != block)
+		return -EBADMSG;
+	payload = malloc(le32toh(r.stored_len));
+	raw = malloc(bs);
+	if (!payload || !raw) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = read_dev(fd, false, payload, le32toh(r.stored_len), off + sizeof(r));
+	if (rc > 0 || (!rc && decode(&r, payload, raw, bs, &data)))
+		rc = -EBADMSG;
+	if (!rc)
+		memcpy(out, data, le32toh(r.raw_len));
+out:
+	free(raw);
+	free(payload);
 	return rc;
 }
 
@@ -360,7 +392,7 @@ int session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *rep,
 	rep->meta_torn = s->meta_torn;
 	if (s->meta_reason)
 		return report_bad(rep, "meta", s->meta_offset, s->meta_reason);
-	rc = store_scan(s, UINT64_MAX, rep, add_unique, &u, prog);
+	rc = store_scan(s, 0, UINT64_MAX, rep, add_unique, &u, prog);
 	if (!rc && s->info.state_kind == BDSNAP_META_COMPLETE)
 		rc = check_counters(s, rep);
 	if (!rc && keep)
