@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "map.h"
 #include "password.h"
 
 /* Options with a short form take its letter; the others a number from 256 on. */
@@ -475,6 +476,13 @@ static const struct command commands[] = {
 	  "Write the image of before SESSION's mount to FILE, leaving the device as it is.",
 	  O(OPT_TO) | O(OPT_FROM) | O(OPT_DRY_RUN) | O(OPT_FORCE) | O(OPT_YES) | O(OPT_STORE) |
 	  O(OPT_JSON), 1, 1, NULL },
+	{ "map", cmd_map, "SESSION [--from DEV] [-f|--force] [-s DIR]",
+	  "Attach a read-only NBD device holding the device as it was before\n"
+	  "      SESSION's mount, while the device stays in use; print its path.",
+	  O(OPT_FROM) | O(OPT_FORCE) | O(OPT_STORE), 1, 1, NULL },
+	{ "unmap", cmd_unmap, "NBDDEV", "Detach a view attached by map (unmount it first).",
+	  0, 1, 1, NULL },
+	{ "maps", cmd_maps, LISTING_OPTS, "The views attached by map.", LISTING, 0, 0, maps_help },
 	{ "delete", cmd_delete, "SESSION... [--dry-run] [-f|--force] [-s DIR] [-J]",
 	  "Remove sessions; refused for one an older session needs, unless --force.",
 	  O(OPT_DRY_RUN) | O(OPT_FORCE) | O(OPT_STORE) | O(OPT_JSON), 1, INT_MAX, NULL },

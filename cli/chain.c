@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "map.h"
 
 /* What one restore or export is about, and its progress bar. */
 struct run {
@@ -24,6 +25,7 @@ struct run {
 	size_t nlater;
 	const char *device;			/* restore: the target; export: the source */
 	const char *target;
+	char nbd[32];				/* map: the device attached */
 	struct bar bar;
 	bool draw;
 };
@@ -279,7 +281,8 @@ static int run_chain(struct run *r, int (*fn)(struct run *, const struct bdsnap_
 	opts.ctx = r;
 	opts.confirm = confirm;
 	r->draw = bar_fn() != NULL;
-	bar_init(&r->bar, strcmp(r->verb, "export") ? "restoring" : "exporting");
+	bar_init(&r->bar, !strcmp(r->verb, "restore") ? "restoring" :
+		 !strcmp(r->verb, "export") ? "exporting" : "verifying");
 	rc = fn(r, &opts, &rep);
 	bar_done(&r->bar);
 	if (rc < 0) {
@@ -308,7 +311,9 @@ static int run_chain(struct run *r, int (*fn)(struct run *, const struct bdsnap_
 		else if (r->nlater)
 			snprintf(note, sizeof(note), " (the later session%s %s already undone)",
 				 r->nlater > 1 ? "s" : "", r->nlater > 1 ? "were" : "was");
-		if (strcmp(r->verb, "export"))
+		if (!strcmp(r->verb, "map"))
+			printf("%s\n", r->target);	/* for dev=$(bdsnap map ...) */
+		else if (strcmp(r->verb, "export"))
 			printf("%s %" PRIu64 " blocks (%" PRIu64 " bytes) to %s%s%s\n",
 			       r->a->dry_run ? "would restore" : "restored", rep.blocks, rep.bytes,
 			       r->target, note, r->a->dry_run ? " (dry run: nothing written)" : "");
@@ -358,4 +363,35 @@ int cmd_export(const struct args *a, const char *name)
 	if (!r.device)
 		r.device = bdsnap_session_info(r.s)->dir;	/* meta lacks path: reported */
 	return run_chain(&r, do_export);
+}
+
+static int do_map(struct run *r, const struct bdsnap_restore_opts *opts,
+		  struct bdsnap_chain_report *rep)
+{
+	struct bdsnap_view *v;
+	int rc;
+
+	rc = bdsnap_view_open(r->s, r->later, r->nlater, r->a->from, opts, &v, rep);
+	if (rc)
+		return rc;
+	rc = map_attach(v, bdsnap_session_info(r->s)->dir, r->device, r->nbd, sizeof(r->nbd),
+			&rep->refused);
+	bdsnap_view_close(v);
+	if (r->nbd[0])
+		r->target = r->nbd;
+	if (rc)
+		rep->where = "target";
+	return rc;
+}
+
+int cmd_map(const struct args *a, const char *name)
+{
+	struct run r = { .a = a, .verb = name };
+
+	r.s = open_session(a, a->pos[0]);
+	r.device = a->from ? a->from : bdsnap_session_info(r.s)->path;
+	if (!r.device)
+		r.device = bdsnap_session_info(r.s)->dir;	/* meta lacks path: reported */
+	r.target = "NBD device";
+	return run_chain(&r, do_map);
 }

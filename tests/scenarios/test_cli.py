@@ -4,6 +4,7 @@ changed, verify, export (also while mounted, in ordered mode) and restore.
 Every image is compared by sha256 with the device's content before the mount.
 """
 
+import contextlib
 import json
 import os
 import random
@@ -41,6 +42,48 @@ def fill(mnt, tag, mb=4):
         with open(mnt / f"{tag}{i}", "wb") as f:
             f.write(rnd.randbytes(mb << 18) + (b"text %d\n" % i) * (mb << 15))
     os.sync()
+
+
+def mounted_session(disk, tag, mb):
+    """Activate (plain), attach, mount, fill: the mount point and its open session."""
+    activate(disk)
+    seen = set(sessions())
+    disk.attach()
+    mnt = disk.mount()
+    fill(mnt, tag, mb=mb)
+    return mnt, new_session(seen)
+
+
+def busy_writer(mnt, stop, written, errors):
+    """Rewrite files of 256 KiB, fsync'ed, until @stop; count in written[0];
+    an exception goes to @errors, for the test to report."""
+    rnd = random.Random(7)
+    try:
+        while not stop.is_set():
+            with open(mnt / f"busy{written[0] % 64}", "wb") as f:
+                f.write(rnd.randbytes(256 << 10))
+                os.fsync(f.fileno())
+            written[0] += 1
+    except Exception as exc:
+        errors.append(exc)
+
+
+@contextlib.contextmanager
+def written_meanwhile(mnt):
+    """The block runs while files under @mnt are rewritten; fails unless at
+    least one write completed during the block and none failed."""
+    stop, written, errors = threading.Event(), [0], []
+    thread = threading.Thread(target=busy_writer, args=(mnt, stop, written, errors))
+    thread.start()
+    try:
+        start = written[0]
+        yield
+        during = written[0] - start
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors
+    assert during > 0, "no write happened meanwhile: the test proves nothing"
 
 
 def json_out(*args):
@@ -94,13 +137,7 @@ def test_listings_changed_verify_export_restore(bdsnap, make_disk, tmp_path):
     pre = tmp_path / "pre.img"
     sh(f"cp {disk.image} {pre}")
     before_sha = sha256(disk.image)
-    activate(disk)
-    seen = set(sessions())
-    disk.attach()
-    mnt = disk.mount()
-    fill(mnt, "a", mb=2)
-
-    session = new_session(seen)
+    mnt, session = mounted_session(disk, "a", mb=2)
     live = status_of(disk.image)
     assert live["state"] == "open" and live["session"] == session.name
     assert live["blocks_saved"] > 0 and live["queue_depth"] >= 0 and "ratio" in live
@@ -159,33 +196,10 @@ def test_export_while_mounted_ordered(bdsnap, make_disk, tmp_path, via):
     assert "ordered: restorable after a crash" in cli("show", session).stdout
     assert meta(session)["path"] == str(disk.image if via == "image" else disk.loop)
 
-    stop = threading.Event()
-    written, errors = [0], []
-
-    def writer():
-        rnd = random.Random(7)
-        try:
-            while not stop.is_set():
-                with open(mnt / f"busy{written[0] % 64}", "wb") as f:
-                    f.write(rnd.randbytes(256 << 10))
-                    os.fsync(f.fileno())
-                written[0] += 1
-        except Exception as exc:  # reported after the export
-            errors.append(exc)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        sh("sync")
-        assert sha256(disk.image) != before_sha, "nothing changed: the test proves nothing"
-        start = written[0]
+    sh("sync")
+    assert sha256(disk.image) != before_sha, "nothing changed: the test proves nothing"
+    with written_meanwhile(mnt):
         cli("export", session, "--to", tmp_path / "live.img")
-        during = written[0] - start
-    finally:
-        stop.set()
-        thread.join()
-    assert not errors, errors
-    assert during > 0, "no write happened during the export"
     assert sha256(tmp_path / "live.img") == before_sha, "export while mounted differs"
     assert status_of(disk.active)["state"] == "open"
 

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* bdsnap map: a session's view served as a read-only NBD device (map.c). */
+#ifndef BDSNAP_CLI_MAP_H
+#define BDSNAP_CLI_MAP_H
+
+#include <stdio.h>
+
+#include "bdsnap.h"
+
+/*
+ * map_attach() - serve @v on a free NBD device from a daemon, recorded as
+ * the view of @session read from @source; its path in @dev.  The caller
+ * closes its own @v afterwards: the daemon has its copy.
+ * Return: 0; -ENODEV no nbd driver, -EBUSY every device in use (*@refused
+ * says why); -ETIMEDOUT the device did not connect; -errno.
+ */
+int map_attach(struct bdsnap_view *v, const char *session, const char *source, char *dev,
+	       size_t devlen, const char **refused);
+
+int cmd_unmap(const struct args *a, const char *name);
+int cmd_maps(const struct args *a, const char *name);
+void maps_help(FILE *f);
+
+#endif
