@@ -626,9 +626,11 @@ struct bdsnap_view;
  * bdsnap_view_open() - open the view of @s, with its @later sessions and
  * @source as bdsnap_chain_export() takes them; the sessions must stay open
  * as long as the view.  Checks as bdsnap_chain_export(): every session's
- * state (an open session that is not ordered is refused: its pre-images may
- * still be on their way to the log when the device is read), every log is
- * verified, the source's identity is checked.
+ * state, every log is verified, the source's identity is checked.  An open
+ * session that is not ordered is viewed only while the module can be asked
+ * to wait for its log (BDSNAP_IOC_SYNC_STORE, before each read's log scan),
+ * otherwise refused: its pre-images may still be on their way to the log
+ * when the device is read.
  * @opts: BDSNAP_RESTORE_FORCE, progress of the verify pass; may be NULL.
  * Return: 0 and *@out; -ENOSPC the source is smaller than the session's
  * device; the errors and refusals of bdsnap_chain_export(), @report says why.
@@ -645,8 +647,9 @@ uint64_t bdsnap_view_size(const struct bdsnap_view *v);
  * (ordered) session's log is followed as it grows: the device is read
  * first, then the records added since the last read.
  * Return: 0; -EINVAL past the end of the view; -EIO a record that was valid
- * at open is not any more, or the source shrank; -errno reading the source
- * or a log.
+ * at open is not any more, the source shrank, or the open plain session
+ * failed or ended incomplete (writes went through without pre-images);
+ * -errno reading the source or a log.
  */
 int bdsnap_view_read(struct bdsnap_view *v, void *buf, size_t len, uint64_t off);
 

@@ -125,12 +125,15 @@ void chain_close(struct chain *c)
 }
 
 /* May this session be restored or exported without BDSNAP_RESTORE_FORCE? */
-static int check_state(const struct bdsnap_session *s, const char **refused)
+static int check_state(const struct bdsnap_session *s, bool synced, const char **refused)
 {
 	switch (s->info.state_kind) {
 	case BDSNAP_META_OPEN:
-		/* Ordered: no block reached the device before its pre-image was durable. */
-		if (s->info.ordered == 1)
+		/*
+		 * Ordered: no block reached the device before its pre-image was
+		 * durable.  Synced (a view): every read waits for the log.
+		 */
+		if (s->info.ordered == 1 || synced)
 			break;
 		return refuse(refused, -EINPROGRESS,
 			      "session is open and not ordered (device still mounted, "
@@ -169,7 +172,8 @@ int chain_check(struct chain *c, struct bdsnap_chain_report *rep)
 			report_bad(&v, "meta", c->all[i]->meta_offset, c->all[i]->meta_reason);
 			return bad_session(rep, c->all[i], &v);
 		}
-		rc = c->opts.flags & BDSNAP_RESTORE_FORCE ? 0 : check_state(c->all[i], &rep->refused);
+		rc = c->opts.flags & BDSNAP_RESTORE_FORCE ? 0 :
+		     check_state(c->all[i], c->synced && i == c->n - 1, &rep->refused);
 		if (rc) {
 			rep->bad_session = c->all[i]->info.dir;
 			return rc;
@@ -302,8 +306,12 @@ int chain_identity(struct chain *c, int fd, bool direct, uint64_t size,
 	if (id->differs)
 		return refuse(&rep->refused, -EMEDIUMTYPE,
 			      "the device does not hold what the newest session left");
-	/* A crashed ordered session has no end; its crash restore must work. */
-	if (id->no_fingerprint && !(in->state_kind == BDSNAP_META_OPEN && in->ordered == 1))
+	/*
+	 * A crashed ordered session has no end; its crash restore must work.
+	 * Nor has a session still open, which a view (synced) reads live.
+	 */
+	if (id->no_fingerprint &&
+	    !(in->state_kind == BDSNAP_META_OPEN && (in->ordered == 1 || c->synced)))
 		return refuse(&rep->refused, -EMEDIUMTYPE,
 			      "fingerprint unavailable: the newest session recorded no end_sha256, "
 			      "so the device's content cannot be proven");

@@ -162,3 +162,13 @@ int bdsnap_version(struct bdsnap_version *ver)
 	ver->size = sizeof(*ver);
 	return ctl_ioctl(BDSNAP_IOC_VERSION, ver);
 }
+
+int store_sync(const char *session)
+{
+	struct bdsnap_sync_store req = { .size = sizeof(req) };
+
+	if (strlen(session) >= sizeof(req.session))
+		return -ENAMETOOLONG;
+	strcpy(req.session, session);
+	return ctl_ioctl(BDSNAP_IOC_SYNC_STORE, &req);
+}

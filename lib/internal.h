@@ -163,6 +163,7 @@ struct chain {
 	struct preimages *kept;		/* each session's pre-images, if @keep */
 	struct preimage_budget budget;
 	bool keep;			/* verify keeps the pre-images for the write */
+	bool synced;			/* an open plain session is read through store_sync() */
 	struct bdsnap_restore_opts opts;
 	struct progress prog;
 };
@@ -267,6 +268,13 @@ void preimages_free(struct preimages *k);
  */
 int preimages_write(struct preimages *kept, size_t n, struct writer *w,
 		    const struct progress *prog, uint64_t span);
+
+/*
+ * store_sync() - wait until the open session @session's log holds every
+ * pre-image taken so far (BDSNAP_IOC_SYNC_STORE): 0; -ENOENT no such open
+ * session (or no module); -EIO it failed; -errno.
+ */
+int store_sync(const char *session);
 
 /* module_live() - a module's init state: 1 live, -1 coming or going, 0 not loaded. */
 int module_live(const char *name);

@@ -11,8 +11,12 @@
  * block whose write reached the device before our read has, in an ordered
  * session, its pre-image durable in the log before that write was let
  * through, so the scan of the log's new records after the read finds it and
- * it overrides what the device gave.  A plain session gives no such promise
- * while it is open, so its view is refused as its export is.
+ * it overrides what the device gave.  A plain session lets a write through
+ * once the block's pre-image is queued in memory, not yet in the log: so
+ * between the two steps each read waits, with BDSNAP_IOC_SYNC_STORE, until
+ * the log holds everything queued so far, which includes the pre-image of
+ * any block whose new content the device read returned.  Without the module
+ * to wait for, an open plain session is refused as its export is.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -150,6 +154,31 @@ static int index_refresh(struct bdsnap_view *v)
 	return index_session(v, v->c.n - 1, v->next, UINT64_MAX, &v->next);
 }
 
+/*
+ * An open plain session: wait until its log holds every pre-image queued so
+ * far.  Once it has ended, its log is final, and only a session that ended
+ * complete let no write through without a pre-image.
+ */
+static int view_sync(struct bdsnap_view *v)
+{
+	struct bdsnap_session *live = v->c.all[v->c.n - 1], *now;
+	int rc;
+
+	if (!v->c.synced)
+		return 0;
+	rc = store_sync(live->info.name);
+	if (rc != -ENOENT)
+		return rc;
+	rc = bdsnap_session_open(live->dir, &now);
+	if (rc)
+		return rc;
+	rc = now->info.state_kind == BDSNAP_META_COMPLETE ? 0 : -EIO;
+	bdsnap_session_close(now);
+	if (!rc)
+		v->c.synced = false;
+	return rc;
+}
+
 static int logs_open(struct bdsnap_view *v)
 {
 	char path[BDSNAP_PATH_MAX + 8];
@@ -192,6 +221,7 @@ int bdsnap_view_open(struct bdsnap_session *s, struct bdsnap_session *const *lat
 		     struct bdsnap_view **out, struct bdsnap_chain_report *report)
 {
 	struct bdsnap_chain_report rep = { .size = sizeof(rep) };
+	struct bdsnap_session *live;
 	struct bdsnap_view *v;
 	int rc;
 
@@ -212,6 +242,9 @@ int bdsnap_view_open(struct bdsnap_session *s, struct bdsnap_session *const *lat
 	v->c.prog.total = v->c.logs;
 	v->bs = s->info.block_size;
 	v->unit = v->bs > DIO_ALIGN ? v->bs : DIO_ALIGN;
+	live = v->c.all[v->c.n - 1];
+	v->c.synced = live->info.state_kind == BDSNAP_META_OPEN && live->info.ordered != 1 &&
+		      !store_sync(live->info.name);
 	rc = chain_check(&v->c, &rep);
 	if (!rc)
 		rc = chain_verify(&v->c, &rep);
@@ -220,6 +253,9 @@ int bdsnap_view_open(struct bdsnap_session *s, struct bdsnap_session *const *lat
 		rc = source_open(source ? source : s->info.path, &v->src);
 		if (!rc)
 			rc = chain_identity(&v->c, v->src.fd, v->src.direct, v->src.size, &rep);
+		/* the device holds an older session's end: the open one is not ours */
+		if (v->c.all[v->c.n - 1] != live)
+			v->c.synced = false;
 		if (!rc && v->src.size < s->info.device_size)
 			rc = refuse(&rep.refused, -ENOSPC,
 				    "source is smaller than the session's device");
@@ -261,7 +297,9 @@ static int read_chunk(struct bdsnap_view *v, uint64_t start, size_t want, uint64
 	if (rc)
 		return rc > 0 ? -EIO : rc;	/* > 0: the device shrank */
 	/* Only now the log: see the top of this file. */
-	rc = index_refresh(v);
+	rc = view_sync(v);
+	if (!rc)
+		rc = index_refresh(v);
 	for (b = off / v->bs; b <= last && !rc; b++) {
 		e = lookup(v, b);
 		if (!e)

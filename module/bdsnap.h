@@ -132,6 +132,7 @@ int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
 		     unsigned int len, u64 *seq);
 int bdsnap_store_wait_durable(struct bdsnap_store *st, u64 seq);
+u64 bdsnap_store_last_added(struct bdsnap_store *st);
 void bdsnap_store_close(struct bdsnap_store *st, int error);
 void bdsnap_store_fail(struct bdsnap_store *st, int error);
 __printf(2, 3) int bdsnap_store_note(struct bdsnap_store *st, const char *fmt, ...);
@@ -270,6 +271,7 @@ struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
 					       const struct bdsnap_tracker_ops *ops);
 unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block);
 void bdsnap_session_fail(struct bdsnap_session *s, const char *why);
+int bdsnap_session_sync_store(const char *name);
 
 /* fingerprint.c: what the device holds at a session's end */
 int bdsnap_fingerprint(struct bdsnap_session *s, unsigned int *nr_sample, u8 *digest);

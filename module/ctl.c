@@ -170,7 +170,7 @@ static long bdsnap_ioctl_version(void __user *arg)
 		.patch = BDSNAP_VERSION_PATCH,
 		.store_format = BDSNAP_STORE_VERSION,
 		.features = BDSNAP_FEAT_TRACKER_BIO | BDSNAP_FEAT_TRACKER_VFS |
-			    BDSNAP_FEAT_ORDERED,
+			    BDSNAP_FEAT_ORDERED | BDSNAP_FEAT_SYNC_STORE,
 		.block_size = BDSNAP_BLOCK_SIZE,
 	};
 	u32 usize;
@@ -200,6 +200,21 @@ static long bdsnap_ioctl_set_password(void __user *arg)
 	return ret;
 }
 
+static long bdsnap_ioctl_sync_store(void __user *arg)
+{
+	struct bdsnap_sync_store *req;
+	long ret = -EINVAL;
+
+	req = bdsnap_copy_request(arg, sizeof(*req));
+	if (IS_ERR(req))
+		return PTR_ERR(req);
+	if (bdsnap_string_ok(req->session, sizeof(req->session)) &&
+	    bdsnap_zeroed(req->reserved, sizeof(req->reserved)))
+		ret = bdsnap_session_sync_store(req->session);
+	kfree(req);
+	return ret;
+}
+
 static long bdsnap_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	void __user *uarg = (void __user *)arg;
@@ -215,6 +230,8 @@ static long bdsnap_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long 
 		return bdsnap_ioctl_list(uarg);
 	case BDSNAP_IOC_SET_PASSWORD:
 		return bdsnap_ioctl_set_password(uarg);
+	case BDSNAP_IOC_SYNC_STORE:
+		return bdsnap_ioctl_sync_store(uarg);
 	default:
 		return -ENOTTY;
 	}

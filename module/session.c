@@ -412,3 +412,45 @@ void bdsnap_session_sb_gone(const struct super_block *sb)
 	if (found)
 		bdsnap_claim_drop(found);
 }
+
+/**
+ * bdsnap_session_sync_store() - wait until the open session @name's log
+ * holds every pre-image taken so far (BDSNAP_IOC_SYNC_STORE).
+ * @name: the session's directory name.
+ *
+ * A claim keeps the session alive while we wait; if the device is unmounted
+ * meanwhile, dropping it ends the session here.
+ *
+ * Context: process, sleeps.
+ * Return: 0; -ENOENT no open session of that name; -EIO the session failed.
+ */
+int bdsnap_session_sync_store(const char *name)
+{
+	struct bdsnap_session *s, *found = NULL;
+	int ret;
+	bool last;
+	u64 seq;
+
+	bdsnap_registry_lock();
+	list_for_each_entry(s, &bdsnap_sessions, node) {
+		if (!strcmp(s->dirname, name)) {
+			found = s;
+			found->claims++;
+			break;
+		}
+	}
+	bdsnap_registry_unlock();
+	if (!found)
+		return -ENOENT;
+	seq = bdsnap_store_last_added(&found->store);
+	ret = seq ? bdsnap_store_wait_durable(&found->store, seq) : 0;
+	/* a failed plain session lets writes through without pre-images */
+	if (ret || READ_ONCE(found->failed))
+		ret = -EIO;
+	bdsnap_registry_lock();
+	last = bdsnap_session_put_locked(found);
+	bdsnap_registry_unlock();
+	if (last)
+		bdsnap_session_end(found);
+	return ret;
+}

@@ -608,6 +608,17 @@ int bdsnap_store_wait_durable(struct bdsnap_store *st, u64 seq)
 	return READ_ONCE(st->error);
 }
 
+/* The sequence number of the last pre-image queued, 0 if none. */
+u64 bdsnap_store_last_added(struct bdsnap_store *st)
+{
+	u64 seq;
+
+	spin_lock(&st->lock);
+	seq = st->seq_added;
+	spin_unlock(&st->lock);
+	return seq;
+}
+
 unsigned int bdsnap_store_queued(struct bdsnap_store *st)
 {
 	return READ_ONCE(st->queued);

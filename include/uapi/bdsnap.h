@@ -136,6 +136,7 @@ struct bdsnap_list {
 #define BDSNAP_FEAT_TRACKER_VFS	(1U << 1)
 #define BDSNAP_FEAT_ORDERED	(1U << 2)
 #define BDSNAP_FEAT_SYSCALLS	(1U << 3)
+#define BDSNAP_FEAT_SYNC_STORE	(1U << 4)
 
 /**
  * struct bdsnap_version - argument of VERSION.
@@ -173,6 +174,18 @@ struct bdsnap_set_password {
 	char new_password[BDSNAP_PASSWORD_MAX];
 };
 
+/**
+ * struct bdsnap_sync_store - argument of SYNC_STORE.
+ * @size: sizeof(struct bdsnap_sync_store) as the caller knows it.
+ * @reserved: must be zero.
+ * @session: the open session's directory name under the store.
+ */
+struct bdsnap_sync_store {
+	__u32 size;
+	__u32 reserved[3];
+	char session[BDSNAP_SESSION_MAX];
+};
+
 #define BDSNAP_IOC_MAGIC	'S'
 
 /*
@@ -204,6 +217,18 @@ struct bdsnap_set_password {
  * Return: 0; -EPERM; -EACCES wrong old password; -EINVAL.
  */
 #define BDSNAP_IOC_SET_PASSWORD	_IOW(BDSNAP_IOC_MAGIC, 0x04, struct bdsnap_set_password)
+/*
+ * BDSNAP_IOC_SYNC_STORE - wait until every pre-image the open session has
+ * taken so far is written to its log ("blocks"), readable by a reader of
+ * the file (durable only in ordered mode).  A reader that reads a device
+ * block and then, after this returns, finds no record of it in the log
+ * read the block's content from before the mount: a plain session queues
+ * a pre-image before it lets the block's write through.
+ * Return: 0; -EPERM; -EINVAL; -ENOENT no open session of that name (it
+ * ended: its log is complete, meta says how it ended); -EIO the session
+ * has failed (a write may have gone through without its pre-image).
+ */
+#define BDSNAP_IOC_SYNC_STORE	_IOW(BDSNAP_IOC_MAGIC, 0x05, struct bdsnap_sync_store)
 
 /*
  * On-disk store format, version 1 (docs/format.md has the full description).
