@@ -185,7 +185,7 @@ class Bench:
         self.res = {"profile": profile, "params": self.p, "kernel": platform.release(),
                     "store_fs": store_fs,
                     "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                    "runs": [], "sessions": [], "restore": [], "compress": [], "memory": [],
+                    "runs": [], "sessions": [], "restore": [], "view": [], "compress": [], "memory": [],
                     "verify": [], "errors": []}
         self.store_mnt = Path("/mnt/bench-store")
         self.store = self.store_mnt / "snapshot"
@@ -464,6 +464,24 @@ class Bench:
         drop_caches()
         return meminfo()
 
+    def view_vs_device(self, cfg, rep, sess, image):
+        """Read the session's view (bdsnap map: the image before the mount) whole, then the
+        image itself, both bs=1M from a cold cache: what reading through a view costs."""
+        dev = sh([CLI, "map", sess.dir]).strip()
+        try:
+            times = []
+            for path in (dev, image):
+                drop_caches()
+                t = time.monotonic()
+                sh(["dd", f"if={path}", "of=/dev/null", "bs=1M", "status=none"])
+                times.append(time.monotonic() - t)
+        finally:
+            sh([CLI, "unmap", dev])
+        size = Path(image).stat().st_size
+        self.res["view"].append({"config": cfg, "rep": rep, "bytes": size,
+                                 "view_s": times[0], "device_s": times[1]})
+        log(f"  {cfg:12} rep {rep} read view {times[0]:.2f} s, image {times[1]:.2f} s")
+
     def restore_vs_dd(self, cfg, rep, sess, image, expect_sha=None):
         """Restore the session onto `image`; then dd as many 4 KiB blocks onto it."""
         blocks = int(read_meta(sess.dir).get("blocks_saved", 0))
@@ -520,6 +538,7 @@ class Bench:
                                  p["rand_mb"] << 20, r)
                 self.record_session(cfg, rep, "rand", s, keep=True)
                 if s.dir:
+                    self.view_vs_device(cfg, rep, s, img)
                     self.restore_vs_dd(cfg, rep, s, img, sha)
                     self.drop_session(s)
             # 3. mixed 70/30

@@ -51,6 +51,8 @@ def test_bench_smoke(guest, tmp_path):
     assert verified == {c: True for c in BDSNAP_CONFIGS}, verified
     restored = {x["config"] for x in r["restore"] if x["restore_s"] > 0 and x["dd_s"] > 0}
     assert restored == set(BDSNAP_CONFIGS), restored
+    viewed = {x["config"] for x in r["view"] if x["view_s"] > 0 and x["device_s"] > 0}
+    assert viewed == set(BDSNAP_CONFIGS) & set(bench.EXT4_CONFIGS), viewed
 
     # the side measurements
     assert {c["data"] for c in r["compress"] if c["bytes_raw"] > 0} == {"text", "random"}
@@ -62,7 +64,8 @@ def test_bench_smoke(guest, tmp_path):
     rc = report.main([str(out / "bench.json"), "--out", str(tmp_path / "report"),
                       "--name", "smoke"])
     md = (tmp_path / "report" / "smoke.md").read_text()
-    for section in ("## Throughput (ext4)", "## Targets", "## Restore vs dd", "## Kernel memory"):
+    for section in ("## Throughput (ext4)", "## Targets", "## Restore vs dd",
+                    "## Reading a view vs reading the device", "## Kernel memory"):
         assert section in md
     if shutil.which("gnuplot"):
         assert rc == 0
