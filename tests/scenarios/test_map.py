@@ -100,6 +100,22 @@ def test_map_of_an_older_session_of_a_chain_equals_its_export(bdsnap, make_disk,
     assert sha256(disk.image) == after, "a view changed the device"
 
 
+def test_view_of_a_plain_session_outlives_its_mount_and_the_module(bdsnap, make_disk, views):
+    """Mapped while open, the plain session then ends (unmount) and bdsnap is
+    unloaded: the view no longer needs the module, its log is final, and it
+    still reads as the pre-mount device."""
+    disk = make_disk(size_mb=32).mkfs_ext4()
+    before = sha256(disk.image)
+    mnt, session = mounted_session(disk, "a", mb=1)
+    dev = cli("map", session).stdout.strip()
+    fill(mnt, "b", mb=1)
+    disk.umount()
+    disk.deactivate()
+    bdsnap.unload()
+    assert sha256(dev) == before
+    cli("unmap", dev)
+
+
 def test_unmap_of_something_else_is_an_error(bdsnap):
     res = cli("unmap", "/dev/loop0", check=False)
     assert res.returncode == 1 and "not a view mapped by bdsnap map" in res.stderr
