@@ -483,6 +483,12 @@ static const struct command commands[] = {
 	{ "unmap", cmd_unmap, "NBDDEV", "Detach a view attached by map (unmount it first).",
 	  0, 1, 1, NULL },
 	{ "maps", cmd_maps, LISTING_OPTS, "The views attached by map.", LISTING, 0, 0, maps_help },
+	{ "mount", cmd_mount, "SESSION DIR [--from DEV] [-f|--force] [-s DIR]",
+	  "map, then mount the view on DIR read-only without journal replay\n"
+	  "      (ext2/3/4: noload; XFS: norecovery,nouuid).",
+	  O(OPT_FROM) | O(OPT_FORCE) | O(OPT_STORE), 2, 2, NULL },
+	{ "umount", cmd_umount, "DIR", "Unmount a view mounted by mount, and detach it.",
+	  0, 1, 1, NULL },
 	{ "delete", cmd_delete, "SESSION... [--dry-run] [-f|--force] [-s DIR] [-J]",
 	  "Remove sessions; refused for one an older session needs, unless --force.",
 	  O(OPT_DRY_RUN) | O(OPT_FORCE) | O(OPT_STORE) | O(OPT_JSON), 1, INT_MAX, NULL },

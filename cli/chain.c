@@ -313,6 +313,8 @@ static int run_chain(struct run *r, int (*fn)(struct run *, const struct bdsnap_
 				 r->nlater > 1 ? "s" : "", r->nlater > 1 ? "were" : "was");
 		if (!strcmp(r->verb, "map"))
 			printf("%s\n", r->target);	/* for dev=$(bdsnap map ...) */
+		else if (!strcmp(r->verb, "mount"))
+			printf("mounted %s on %s (read-only)\n", r->target, r->a->pos[1]);
 		else if (strcmp(r->verb, "export"))
 			printf("%s %" PRIu64 " blocks (%" PRIu64 " bytes) to %s%s%s\n",
 			       r->a->dry_run ? "would restore" : "restored", rep.blocks, rep.bytes,
@@ -384,7 +386,27 @@ static int do_map(struct run *r, const struct bdsnap_restore_opts *opts,
 	return rc;
 }
 
-int cmd_map(const struct args *a, const char *name)
+/* map, then mount; a view that cannot be mounted is detached again. */
+static int do_mount(struct run *r, const struct bdsnap_restore_opts *opts,
+		    struct bdsnap_chain_report *rep)
+{
+	int rc = do_map(r, opts, rep);
+
+	if (rc)
+		return rc;
+	rc = map_mount(r->nbd, r->a->pos[1], &rep->refused);
+	if (rc) {
+		map_detach(r->nbd);
+		r->target = r->a->pos[1];
+		rep->where = "target";
+	}
+	return rc;
+}
+
+/* map and mount: the chain of SESSION, as export finds it, served as a view. */
+static int run_view(const struct args *a, const char *name,
+		    int (*fn)(struct run *, const struct bdsnap_restore_opts *,
+			      struct bdsnap_chain_report *))
 {
 	struct run r = { .a = a, .verb = name };
 
@@ -393,5 +415,15 @@ int cmd_map(const struct args *a, const char *name)
 	if (!r.device)
 		r.device = bdsnap_session_info(r.s)->dir;	/* meta lacks path: reported */
 	r.target = "NBD device";
-	return run_chain(&r, do_map);
+	return run_chain(&r, fn);
+}
+
+int cmd_mount(const struct args *a, const char *name)
+{
+	return run_view(a, name, do_mount);
+}
+
+int cmd_map(const struct args *a, const char *name)
+{
+	return run_view(a, name, do_map);
 }

@@ -60,6 +60,7 @@ void note_torn(const struct bdsnap_session_info *in, const struct bdsnap_verify_
 int cmd_restore(const struct args *a, const char *name);
 int cmd_export(const struct args *a, const char *name);
 int cmd_map(const struct args *a, const char *name);
+int cmd_mount(const struct args *a, const char *name);
 
 /* retention.c: delete and prune */
 int cmd_delete(const struct args *a, const char *name);

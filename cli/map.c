@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -367,14 +368,13 @@ static int state_read(const char *name, char *text, size_t len)
 	return 0;
 }
 
-int cmd_unmap(const struct args *a, const char *name)
+int map_detach(const char *arg)
 {
-	const char *arg = a->pos[0], *base = strrchr(arg, '/') ? strrchr(arg, '/') + 1 : arg;
+	const char *base = strrchr(arg, '/') ? strrchr(arg, '/') + 1 : arg;
 	char text[4200], pid_s[16], dev[300];
 	int fd, waited;
 	pid_t pid;
 
-	(void)name;
 	if (strncmp(base, "nbd", 3) || state_read(base, text, sizeof(text)) ||
 	    !state_get(text, "pid", pid_s, sizeof(pid_s))) {
 		warnx("%s: not a view mapped by bdsnap map (see bdsnap maps)", arg);
@@ -387,18 +387,115 @@ int cmd_unmap(const struct args *a, const char *name)
 		warnx("%s: refused: mounted or in use; unmount it first", dev);
 		return EXIT_REFUSED;
 	}
-	if (fd < 0)
-		err(EXIT_ERROR, "%s", dev);
-	if (ioctl(fd, NBD_DISCONNECT))
-		err(EXIT_ERROR, "%s: disconnect", dev);
+	if (fd < 0 || ioctl(fd, NBD_DISCONNECT)) {
+		warn("%s: disconnect", dev);
+		if (fd >= 0)
+			close(fd);
+		return EXIT_ERROR;
+	}
 	close(fd);
 	pid = atoi(pid_s);
 	for (waited = 0; waited < READY_TIMEOUT_MS && !kill(pid, 0); waited += 20)
 		sleep_ms(20);
-	if (!kill(pid, 0))
-		errx(EXIT_ERROR, "%s: its server (pid %d) did not stop", dev, (int)pid);
-	printf("unmapped %s\n", dev);
+	if (!kill(pid, 0)) {
+		warnx("%s: its server (pid %d) did not stop", dev, (int)pid);
+		return EXIT_ERROR;
+	}
 	return EXIT_SUCCESS;
+}
+
+int cmd_unmap(const struct args *a, const char *name)
+{
+	int ret = map_detach(a->pos[0]);
+
+	(void)name;
+	if (!ret)
+		printf("unmapped %s\n", a->pos[0]);
+	return ret;
+}
+
+/* The file system on @dev, and how a view of it mounts without writing. */
+static int view_fs(const char *dev, const char **type, const char **opts)
+{
+	unsigned char sb[2048];
+	int fd, rc;
+
+	fd = open(dev, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	rc = pread(fd, sb, sizeof(sb), 0) == (ssize_t)sizeof(sb) ? 0 : -EIO;
+	close(fd);
+	if (rc)
+		return rc;
+	if (!memcmp(sb, "XFSB", 4)) {
+		/* no log recovery (a write); the original, mounted, has the same UUID */
+		*type = "xfs";
+		*opts = "norecovery,nouuid";
+	} else if (sb[1080] == 0x53 && sb[1081] == 0xef) {
+		*type = "ext4";		/* mounts ext2 and ext3 too */
+		*opts = "noload";	/* no journal replay: it would write */
+	} else {
+		return -EMEDIUMTYPE;
+	}
+	return 0;
+}
+
+int map_mount(const char *dev, const char *dir, const char **refused)
+{
+	const char *type, *opts;
+	int rc;
+
+	rc = view_fs(dev, &type, &opts);
+	if (rc == -EMEDIUMTYPE)
+		*refused = "no ext2/3/4 or XFS file system on it (bdsnap map, then mount it yourself)";
+	if (rc)
+		return rc;
+	return mount(dev, dir, type, MS_RDONLY, opts) ? -errno : 0;
+}
+
+/* The source of the mount at @dir (its last one), from mountinfo. */
+static int mount_source(const char *dir, char *src, size_t len)
+{
+	char line[8192], point[4096], source[4096];
+	int rc = -EINVAL;
+	FILE *f;
+
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char *sep = strstr(line, " - ");
+
+		/* fields: id parent maj:min root point ... - type source options */
+		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", point) != 1 ||
+		    sscanf(sep + 3, "%*s %4095s", source) != 1 || strcmp(point, dir))
+			continue;
+		snprintf(src, len, "%s", source);
+		rc = 0;
+	}
+	fclose(f);
+	return rc;
+}
+
+int cmd_umount(const struct args *a, const char *name)
+{
+	char dir[4096], dev[4096], text[4200];
+	int ret;
+
+	(void)name;
+	if (!realpath(a->pos[0], dir))
+		err(EXIT_ERROR, "%s", a->pos[0]);
+	if (mount_source(dir, dev, sizeof(dev)) || strncmp(dev, "/dev/nbd", 8) ||
+	    state_read(dev + 5, text, sizeof(text))) {
+		warnx("%s: not a view mounted by bdsnap mount", dir);
+		return EXIT_ERROR;
+	}
+	if (umount(dir))
+		err(EXIT_ERROR, "%s", dir);
+	ret = map_detach(dev);
+	if (!ret)
+		printf("unmounted %s, unmapped %s\n", dir, dev);
+	return ret;
 }
 
 enum { M_DEVICE, M_SESSION, M_SOURCE, M_PID };

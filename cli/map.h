@@ -17,7 +17,21 @@
 int map_attach(struct bdsnap_view *v, const char *session, const char *source, char *dev,
 	       size_t devlen, const char **refused);
 
+/*
+ * map_mount() - mount the view @dev on @dir read-only, without journal
+ * replay or log recovery (ext2/3/4, XFS).  0; -EMEDIUMTYPE another file
+ * system (*@refused says so); -errno of mount(2).
+ */
+int map_mount(const char *dev, const char *dir, const char **refused);
+
+/*
+ * map_detach() - detach the view @dev (/dev/nbdN) and wait for its server.
+ * EXIT_SUCCESS, or an exit code after a message (EXIT_REFUSED: mounted).
+ */
+int map_detach(const char *dev);
+
 int cmd_unmap(const struct args *a, const char *name);
+int cmd_umount(const struct args *a, const char *name);
 int cmd_maps(const struct args *a, const char *name);
 void maps_help(FILE *f);
 

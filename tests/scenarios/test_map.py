@@ -116,6 +116,45 @@ def test_view_of_a_plain_session_outlives_its_mount_and_the_module(bdsnap, make_
     cli("unmap", dev)
 
 
+def test_mount_and_umount_a_view(bdsnap, make_disk, views, tmp_path):
+    """The README's recipe: bdsnap mount, copy the file back, bdsnap umount."""
+    disk = make_disk(size_mb=32).mkfs_ext4()
+    disk.attach()
+    mnt = disk.mount()
+    Path(mnt / "thesis.txt").write_text("chapter one\n" * 1000)
+    disk.umount()
+    mnt, session = mounted_session(disk, "a", mb=1)
+    Path(mnt / "thesis.txt").write_text("overwritten by mistake\n")
+    os.sync()
+    view = tmp_path / "before"
+    view.mkdir()
+    res = cli("mount", session, view)
+    assert res.stdout.startswith("mounted /dev/nbd") and str(view) in res.stdout, res.stdout
+    assert (view / "thesis.txt").read_text() == "chapter one\n" * 1000
+    assert "ro" in sh(f"findmnt -no OPTIONS {view}").stdout.split(",")
+    res = cli("umount", view)
+    assert res.stdout.startswith(f"unmounted {view}, unmapped /dev/nbd"), res.stdout
+    assert json_out("maps")["maps"] == []
+    assert cli("umount", view, check=False).returncode == 1
+
+
+def test_mount_of_a_view_without_ext4_or_xfs_is_refused_and_detached(bdsnap, make_disk, views,
+                                                                    tmp_path):
+    disk = make_disk(size_mb=32)
+    sh(f"mkfs.vfat {disk.image}")
+    activate(disk)
+    seen = set(sessions())
+    disk.attach()
+    disk.mount(fstype="vfat")
+    (disk.mnt / "f").write_bytes(b"x" * 4096)
+    os.sync()
+    session = new_session(seen)
+    res = cli("mount", session, tmp_path, check=False)
+    assert res.returncode == 4 and "no ext2/3/4 or XFS file system" in res.stderr, res.stderr
+    assert json_out("maps")["maps"] == []
+    disk.umount()
+
+
 def test_unmap_of_something_else_is_an_error(bdsnap):
     res = cli("unmap", "/dev/loop0", check=False)
     assert res.returncode == 1 and "not a view mapped by bdsnap map" in res.stderr
