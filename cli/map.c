@@ -172,12 +172,27 @@ static bool nbd_free(int idx)
 	return stat(path, &st) && errno == ENOENT;
 }
 
+/*
+ * Connected and sized: since 6.12 the driver creates the pid attribute when
+ * NBD_DO_IT starts and sets the capacity only after it, and a read between
+ * the two finds an empty device.
+ */
 static bool nbd_connected(int idx)
 {
-	char path[64];
+	char path[64], size[32];
+	FILE *f;
+	bool sized;
 
 	snprintf(path, sizeof(path), "/sys/block/nbd%d/pid", idx);
-	return !access(path, F_OK);
+	if (access(path, F_OK))
+		return false;
+	snprintf(path, sizeof(path), "/sys/block/nbd%d/size", idx);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	sized = fgets(size, sizeof(size), f) && strtoull(size, NULL, 10) > 0;
+	fclose(f);
+	return sized;
 }
 
 static void sleep_ms(long ms)

@@ -155,6 +155,21 @@ def test_mount_of_a_view_without_ext4_or_xfs_is_refused_and_detached(bdsnap, mak
     disk.umount()
 
 
+def test_map_when_every_nbd_device_is_busy_is_refused(bdsnap, make_disk, views):
+    disk = make_disk(size_mb=32).mkfs_ext4()
+    _, session = mounted_session(disk, "a", mb=1)
+    disk.umount()
+    sh("rmmod nbd 2>/dev/null; modprobe nbd nbds_max=1")
+    try:
+        dev = cli("map", session).stdout.strip()
+        res = cli("map", session, check=False)
+        assert res.returncode == 4 and "every NBD device is in use" in res.stderr, res.stderr
+        assert [m["device"] for m in json_out("maps")["maps"]] == [dev]
+        cli("unmap", dev)
+    finally:
+        sh("rmmod nbd")
+
+
 def test_unmap_of_something_else_is_an_error(bdsnap):
     res = cli("unmap", "/dev/loop0", check=False)
     assert res.returncode == 1 and "not a view mapped by bdsnap map" in res.stderr
