@@ -376,7 +376,7 @@ static int do_map(struct run *r, const struct bdsnap_restore_opts *opts,
 	rc = bdsnap_view_open(r->s, r->later, r->nlater, r->a->from, opts, &v, rep);
 	if (rc)
 		return rc;
-	rc = map_attach(v, bdsnap_session_info(r->s)->dir, r->device, r->nbd, sizeof(r->nbd),
+	rc = map_attach(v, bdsnap_session_info(r->s), r->device, r->nbd, sizeof(r->nbd),
 			&rep->refused);
 	bdsnap_view_close(v);
 	if (r->nbd[0])

@@ -8,7 +8,8 @@
  * served by a daemon that answers each read from the view.  The daemon is
  * two processes: the server, and its child that sits in NBD_DO_IT for as
  * long as the device is connected (that ioctl returns only at disconnect).
- * What is mapped is recorded in MAPS_DIR, one file per device.
+ * What is mapped is recorded in MAPS_DIR, one file per device, and the
+ * blocks its server could not read in a second one (nbdN.damaged).
  */
 #include <dirent.h>
 #include <endian.h>
@@ -27,6 +28,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +39,8 @@
 #define NBD_MAX_DEVS	1024
 #define NBD_MAX_REQUEST	(32U << 20)
 #define READY_TIMEOUT_MS	10000
+/* damaged blocks remembered (and reported once each) per view */
+#define DAMAGED_MAX	1024
 
 /* The nbd wire format (fixed by the protocol), without the header's handle/cookie union. */
 struct nbd_wire_request {
@@ -84,12 +88,54 @@ static int send_full(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+/* The server's side of a view: what it serves, and what it could not read. */
+struct server {
+	struct bdsnap_view *v;
+	int idx;
+	uint32_t block_size;
+	uint64_t damaged[DAMAGED_MAX];
+	size_t ndamaged;
+};
+
+/*
+ * A request failed: find which of its blocks cannot be read, and say so once
+ * per block, in the system log and in MAPS_DIR/nbdN.damaged (bdsnap maps).
+ * The reply is EIO all the same: NBD answers a request whole.
+ */
+static void report_damaged(struct server *srv, char *buf, uint64_t from, uint32_t len)
+{
+	uint64_t size = bdsnap_view_size(srv->v), b, at;
+	char path[64];
+	size_t i;
+	FILE *f;
+
+	for (b = from / srv->block_size; b * srv->block_size < from + len; b++) {
+		at = b * srv->block_size;
+		if (!bdsnap_view_read(srv->v, buf, size - at < srv->block_size ? size - at :
+				      srv->block_size, at))
+			continue;
+		for (i = 0; i < srv->ndamaged && srv->damaged[i] != b; i++)
+			;
+		if (i < srv->ndamaged || srv->ndamaged == DAMAGED_MAX)
+			continue;
+		srv->damaged[srv->ndamaged++] = b;
+		syslog(LOG_ERR, "/dev/nbd%d: block %" PRIu64 " cannot be read: its record in the store is damaged",
+		       srv->idx, b);
+		snprintf(path, sizeof(path), MAPS_DIR "/nbd%d.damaged", srv->idx);
+		f = fopen(path, "ae");
+		if (f) {
+			fprintf(f, "%" PRIu64 "\n", b);
+			fclose(f);
+		}
+	}
+}
+
 /*
  * Answer the driver's requests until it disconnects: reads from the view,
  * every change refused (EPERM; the device is read-only anyway), a flush
  * trivially done.  A failed read answers EIO for that request only.
  */
-static int nbd_serve(struct bdsnap_view *v, int sock)
+static int nbd_serve(struct server *srv, int sock)
 {
 	struct nbd_wire_request req;
 	struct nbd_wire_reply rep = { .magic = htobe32(NBD_REPLY_MAGIC) };
@@ -110,10 +156,12 @@ static int nbd_serve(struct bdsnap_view *v, int sock)
 		error = 0;
 		switch (be32toh(req.type) & 0xffff) {
 		case NBD_CMD_READ:
-			if (len > NBD_MAX_REQUEST)
+			if (len > NBD_MAX_REQUEST) {
 				error = EINVAL;
-			else if (bdsnap_view_read(v, buf, len, from))
+			} else if (bdsnap_view_read(srv->v, buf, len, from)) {
 				error = EIO;
+				report_damaged(srv, buf, from, len);
+			}
 			break;
 		case NBD_CMD_DISC:
 			free(buf);
@@ -134,7 +182,6 @@ static int nbd_serve(struct bdsnap_view *v, int sock)
 	return rc == -EPIPE ? 0 : rc;	/* the driver closed the socket */
 }
 
-/* The child: connect /dev/nbd@idx to @sock, and stay in NBD_DO_IT until unmap. */
 static int nbd_connect(int idx, int sock, uint64_t size)
 {
 	char dev[32];
@@ -230,12 +277,18 @@ static int nbd_ready(const char **refused)
 	return 0;
 }
 
-/* The daemon: serve @v on @sock while its child holds the device. */
-static void __attribute__((noreturn)) daemon_run(struct bdsnap_view *v, int idx, int sock[2])
+/* The daemon: serve @v on @sock while its child holds /dev/nbd@idx. */
+static void __attribute__((noreturn)) daemon_run(struct bdsnap_view *v, int idx,
+						 uint32_t block_size, int sock[2])
 {
+	struct server srv = { .v = v, .idx = idx, .block_size = block_size };
 	char state[64];
 	int status, null;
 	pid_t child;
+
+	/* a damaged list left by a server that was killed is not this one's */
+	snprintf(state, sizeof(state), MAPS_DIR "/nbd%d.damaged", idx);
+	unlink(state);
 
 	setsid();
 	signal(SIGPIPE, SIG_IGN);
@@ -251,9 +304,12 @@ static void __attribute__((noreturn)) daemon_run(struct bdsnap_view *v, int idx,
 		_exit(nbd_connect(idx, sock[1], bdsnap_view_size(v)));
 	}
 	close(sock[1]);
-	nbd_serve(v, sock[0]);
+	openlog("bdsnap", LOG_PID, LOG_DAEMON);
+	nbd_serve(&srv, sock[0]);
 	close(sock[0]);
 	waitpid(child, &status, 0);
+	snprintf(state, sizeof(state), MAPS_DIR "/nbd%d.damaged", idx);
+	unlink(state);
 	snprintf(state, sizeof(state), MAPS_DIR "/nbd%d", idx);
 	unlink(state);
 	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : EIO);
@@ -288,8 +344,8 @@ static int wait_connected(int idx, pid_t daemon)
 	return -ETIMEDOUT;
 }
 
-int map_attach(struct bdsnap_view *v, const char *session, const char *source, char *dev,
-	       size_t devlen, const char **refused)
+int map_attach(struct bdsnap_view *v, const struct bdsnap_session_info *session,
+	       const char *source, char *dev, size_t devlen, const char **refused)
 {
 	int idx, lock, sock[2], rc;
 	pid_t daemon;
@@ -335,14 +391,14 @@ int map_attach(struct bdsnap_view *v, const char *session, const char *source, c
 	}
 	if (!daemon) {
 		close(lock);	/* flock() is per open file: the daemon must not hold it */
-		daemon_run(v, idx, sock);
+		daemon_run(v, idx, session->block_size, sock);
 	}
 	close(sock[0]);
 	close(sock[1]);
 	snprintf(dev, devlen, "/dev/nbd%d", idx);
 	rc = wait_connected(idx, daemon);
 	if (!rc)
-		rc = state_write(idx, session, source, daemon);
+		rc = state_write(idx, session->dir, source, daemon);
 out:
 	close(lock);
 	return rc;
@@ -513,13 +569,33 @@ int cmd_umount(const struct args *a, const char *name)
 	return ret;
 }
 
-enum { M_DEVICE, M_SESSION, M_SOURCE, M_PID };
+enum { M_DEVICE, M_SESSION, M_SOURCE, M_PID, M_DAMAGED };
 static const struct out_col map_cols[] = {
 	[M_DEVICE] = { "DEVICE", OUT_STR, 0, "the view's NBD device" },
 	[M_SESSION] = { "SESSION", OUT_STR, 0, "the session directory it shows the device before" },
 	[M_SOURCE] = { "SOURCE", OUT_STR, 0, "the device it reads the blocks no session saved from" },
 	[M_PID] = { "PID", OUT_NUM, 0, "its server process" },
+	[M_DAMAGED] = { "DAMAGED", OUT_STR, 0,
+			"blocks it could not read (damaged records in the store), comma-separated" },
 };
+
+/* The damaged blocks of view @name as "b1,b2,...", or "" if none (@len > 0). */
+static void damaged_list(const char *name, char *out, size_t len)
+{
+	char path[300], line[32];
+	size_t used = 0;
+	FILE *f;
+
+	out[0] = '\0';
+	snprintf(path, sizeof(path), MAPS_DIR "/%s.damaged", name);
+	f = fopen(path, "re");
+	while (f && fgets(line, sizeof(line), f) && used < len) {
+		line[strcspn(line, "\n")] = '\0';
+		used += snprintf(out + used, len - used, "%s%s", used ? "," : "", line);
+	}
+	if (f)
+		fclose(f);
+}
 
 void maps_help(FILE *f)
 {
@@ -535,10 +611,11 @@ int cmd_maps(const struct args *a, const char *name)
 
 	(void)name;
 	t = out_table_new(&a->fmt, "maps", map_cols, ARRAY_SIZE(map_cols),
-			  "DEVICE,SESSION,SOURCE", false, true);
+			  "DEVICE,SESSION,SOURCE,DAMAGED", false, true);
 	dir = opendir(MAPS_DIR);
 	while (dir && (d = readdir(dir))) {
-		if (strncmp(d->d_name, "nbd", 3) || state_read(d->d_name, text, sizeof(text)))
+		if (strncmp(d->d_name, "nbd", 3) || strchr(d->d_name, '.') ||
+		    state_read(d->d_name, text, sizeof(text)))
 			continue;
 		out_row(t);
 		snprintf(dev, sizeof(dev), "/dev/%s", d->d_name);
@@ -547,6 +624,8 @@ int cmd_maps(const struct args *a, const char *name)
 		out_str(t, M_SOURCE, state_get(text, "source", val, sizeof(val)) ? val : NULL);
 		if (state_get(text, "pid", val, sizeof(val)))
 			out_u64(t, M_PID, strtoull(val, NULL, 10));
+		damaged_list(d->d_name, val, sizeof(val));
+		out_str(t, M_DAMAGED, val);
 	}
 	if (dir)
 		closedir(dir);

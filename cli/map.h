@@ -10,12 +10,13 @@
 /*
  * map_attach() - serve @v on a free NBD device from a daemon, recorded as
  * the view of @session read from @source; its path in @dev.  The caller
- * closes its own @v afterwards: the daemon has its copy.
+ * closes its own @v afterwards: the daemon has its copy.  The blocks the
+ * daemon cannot read go to the system log and to bdsnap maps.
  * Return: 0; -ENODEV no nbd driver, -EBUSY every device in use (*@refused
  * says why); -ETIMEDOUT the device did not connect; -errno.
  */
-int map_attach(struct bdsnap_view *v, const char *session, const char *source, char *dev,
-	       size_t devlen, const char **refused);
+int map_attach(struct bdsnap_view *v, const struct bdsnap_session_info *session,
+	       const char *source, char *dev, size_t devlen, const char **refused);
 
 /*
  * map_mount() - mount the view @dev on @dir read-only, without journal

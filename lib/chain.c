@@ -208,7 +208,7 @@ int chain_verify(struct chain *c, struct bdsnap_chain_report *rep)
 			return bad_session(rep, c->all[i], &v);
 		if (rc)
 			return rc;
-		c->verified[i] = v.file_size;
+		c->verified[i] = v.torn_tail ? v.torn_offset : v.file_size;
 		c->records[i] = v.records;
 		c->raw[i] = v.bytes_raw;
 		c->prog.base += v.file_size;
@@ -229,6 +229,10 @@ static void chain_cut(struct chain *c, size_t n, struct bdsnap_chain_report *rep
 {
 	size_t i;
 
+	for (i = n; i < c->n; i++) {
+		blockset_free(&c->saved[i]);
+		preimages_free(&c->kept[i]);
+	}
 	c->n = n;
 	rep->sessions = n;
 	rep->later_blocks = rep->later_bytes = 0;

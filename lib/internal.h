@@ -70,15 +70,20 @@ int store_read_record(const struct bdsnap_session *s, int fd, uint64_t off, uint
 
 /*
  * Block numbers seen so far: open addressing, UINT64_MAX marks a free slot
- * (it can never pass the device_size check).
+ * (it can never pass the device_size check).  With @offsets (set before the
+ * first add), each block's record offset is kept too: a view's index.
  */
 struct blockset {
 	uint64_t *slot;
+	uint64_t *off;		/* beside slot, if @offsets */
 	size_t cap, n;		/* cap is a power of two */
+	bool offsets;
 };
 
-/* blockset_add() - 0 added, 1 already there, -ENOMEM. */
-int blockset_add(struct blockset *set, uint64_t block);
+/* blockset_add() - 0 added (with @off), 1 already there, -ENOMEM. */
+int blockset_add(struct blockset *set, uint64_t block, uint64_t off);
+/* blockset_find() - is @block in @set?  Its offset in *@off if the set keeps them. */
+bool blockset_find(const struct blockset *set, uint64_t block, uint64_t *off);
 void blockset_free(struct blockset *set);
 /* blockset_sorted() - the members in ascending order, a new array of set->n (NULL: -ENOMEM). */
 uint64_t *blockset_sorted(const struct blockset *set);
@@ -97,7 +102,8 @@ int add_unique(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uin
 
 /*
  * session_verify() - meta, then store_scan() with the once-per-session rule.
- * @keep: if not NULL, receives the set of saved blocks on success.
+ * @keep: if not NULL, receives the set of saved blocks on success (with
+ *	their record offsets if @keep->offsets is set on entry).
  * @kept: if not NULL, receives the pre-images, as far as its budget allows.
  */
 int session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *rep,
@@ -147,7 +153,9 @@ struct preimage_budget {
 /*
  * struct chain - what restore and export apply: @all[0] is the session,
  * then the later ones, oldest first; @all[n - 1] is the newest.
- * @verified, @records: per session, log bytes and records verified.
+ * @verified, @records: per session, log bytes and records verified; the
+ *	bytes end at the last whole record (an open log's torn tail is not
+ *	verified: it is still being written).
  * @newest: the blocks the newest session saved (its fingerprint's blocks).
  * @opts: the caller's options, completed to this version's struct; @dry:
  *	BDSNAP_RESTORE_DRY_RUN.

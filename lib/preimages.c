@@ -122,7 +122,7 @@ int preimages_write(struct preimages *kept, size_t n, struct writer *w,
 		for (j = 0; j < kept[i].n; j++) {
 			const struct preimage *e = &kept[i].v[j];
 
-			added = blockset_add(&seen, e->block);
+			added = blockset_add(&seen, e->block, 0);
 			if (added < 0) {
 				rc = added;
 				goto out;

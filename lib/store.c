@@ -284,12 +284,16 @@ static size_t slot_of(const struct blockset *set, uint64_t block)
 
 static int blockset_grow(struct blockset *set)
 {
-	struct blockset bigger = { .cap = set->cap ? 2 * set->cap : 1024 };
+	struct blockset bigger = { .cap = set->cap ? 2 * set->cap : 1024, .offsets = set->offsets };
 	size_t i, j;
 
 	bigger.slot = malloc(bigger.cap * sizeof(uint64_t));
-	if (!bigger.slot)
+	if (bigger.slot && set->offsets)
+		bigger.off = malloc(bigger.cap * sizeof(uint64_t));
+	if (!bigger.slot || (set->offsets && !bigger.off)) {
+		free(bigger.slot);
 		return -ENOMEM;
+	}
 	memset(bigger.slot, 0xff, bigger.cap * sizeof(uint64_t));
 	for (i = 0; i < set->cap; i++) {
 		if (set->slot[i] == UINT64_MAX)
@@ -297,14 +301,18 @@ static int blockset_grow(struct blockset *set)
 		for (j = slot_of(&bigger, set->slot[i]); bigger.slot[j] != UINT64_MAX;)
 			j = (j + 1) & (bigger.cap - 1);
 		bigger.slot[j] = set->slot[i];
+		if (set->offsets)
+			bigger.off[j] = set->off[i];
 	}
 	free(set->slot);
+	free(set->off);
 	set->slot = bigger.slot;
+	set->off = bigger.off;
 	set->cap = bigger.cap;
 	return 0;
 }
 
-int blockset_add(struct blockset *set, uint64_t block)
+int blockset_add(struct blockset *set, uint64_t block, uint64_t off)
 {
 	size_t j;
 	int rc;
@@ -318,14 +326,33 @@ int blockset_add(struct blockset *set, uint64_t block)
 		if (set->slot[j] == block)
 			return 1;
 	set->slot[j] = block;
+	if (set->offsets)
+		set->off[j] = off;
 	set->n++;
 	return 0;
+}
+
+bool blockset_find(const struct blockset *set, uint64_t block, uint64_t *off)
+{
+	size_t j;
+
+	if (!set->n)
+		return false;
+	for (j = slot_of(set, block); set->slot[j] != UINT64_MAX; j = (j + 1) & (set->cap - 1)) {
+		if (set->slot[j] == block) {
+			if (set->offsets)
+				*off = set->off[j];
+			return true;
+		}
+	}
+	return false;
 }
 
 void blockset_free(struct blockset *set)
 {
 	free(set->slot);
-	*set = (struct blockset){ 0 };
+	free(set->off);
+	*set = (struct blockset){ .offsets = set->offsets };
 }
 
 static int by_block(const void *a, const void *b)
@@ -355,7 +382,7 @@ int add_unique(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uin
 	struct unique_ctx *u = ctx;
 	int rc;
 
-	rc = blockset_add(&u->set, block);
+	rc = blockset_add(&u->set, block, off);
 	if (rc > 0)
 		return report_bad(u->rep, "blocks", off, "duplicate block");
 	if (!rc && u->kept)
@@ -385,7 +412,7 @@ static int check_counters(struct bdsnap_session *s, struct bdsnap_verify_report 
 int session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *rep,
 		   const struct progress *prog, struct blockset *keep, struct preimages *kept)
 {
-	struct unique_ctx u = { .rep = rep, .kept = kept };
+	struct unique_ctx u = { .set.offsets = keep && keep->offsets, .rep = rep, .kept = kept };
 	int rc;
 
 	memset(rep, 0, sizeof(*rep));

@@ -29,129 +29,69 @@
 #include "internal.h"
 
 #define VIEW_CHUNK	(1U << 20)
-#define WHERE_OFF_BITS	48
-#define WHERE_OFF_MASK	((1ULL << WHERE_OFF_BITS) - 1)
-#define FREE_SLOT	UINT64_MAX
 
-/* Where a block's pre-image is: session (in the chain) and record offset. */
-struct entry {
-	uint64_t block;
-	uint64_t where;
-};
-
+/*
+ * The index is the chain's own: each session's set of saved blocks, kept by
+ * the verify pass at open with each block's record offset, and the newest
+ * session's grown by the records written since.
+ */
 struct bdsnap_view {
 	struct chain c;
 	struct source src;
 	int *log;		/* per session: its "blocks", open */
-	struct entry *slot;	/* open addressing; FREE_SLOT marks a free one */
-	size_t cap, n;
 	bool live;		/* the newest session is open: its log grows */
 	uint64_t next;		/* ... and is indexed up to here */
 	uint8_t *buf;		/* a chunk of the device, DIO_ALIGN-aligned */
 	uint32_t bs, unit;	/* block size; unit of a device read */
 };
 
-static size_t slot_at(const struct bdsnap_view *v, uint64_t block)
-{
-	return (block * 0x9e3779b97f4a7c15ULL) >> 20 & (v->cap - 1);
-}
-
-static struct entry *lookup(struct bdsnap_view *v, uint64_t block)
-{
-	size_t i;
-
-	for (i = slot_at(v, block); v->slot[i].block != FREE_SLOT; i = (i + 1) & (v->cap - 1))
-		if (v->slot[i].block == block)
-			return &v->slot[i];
-	return NULL;
-}
-
-static int grow(struct bdsnap_view *v)
-{
-	struct entry *old = v->slot;
-	size_t i, j, cap = v->cap;
-
-	v->cap = cap ? 2 * cap : 1024;
-	v->slot = malloc(v->cap * sizeof(*v->slot));
-	if (!v->slot) {
-		v->slot = old;
-		v->cap = cap;
-		return -ENOMEM;
-	}
-	for (i = 0; i < v->cap; i++)
-		v->slot[i].block = FREE_SLOT;
-	for (i = 0; i < cap; i++) {
-		if (old[i].block == FREE_SLOT)
-			continue;
-		for (j = slot_at(v, old[i].block); v->slot[j].block != FREE_SLOT;
-		     j = (j + 1) & (v->cap - 1))
-			;
-		v->slot[j] = old[i];
-	}
-	free(old);
-	return 0;
-}
-
-struct index_ctx {
-	struct bdsnap_view *v;
-	uint64_t session;
-};
-
-/*
- * record_fn: the sessions are scanned oldest first, so the first record of
- * a block is the one whose pre-image the view shows: the block as it was
- * before the oldest session that changed it.
- */
+/* record_fn: a record the newest session wrote since the last look. */
 static int index_add(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uint64_t off)
 {
-	struct index_ctx *x = ctx;
-	struct bdsnap_view *v = x->v;
-	size_t i;
+	struct blockset *newest = ctx;
 	int rc;
 
 	(void)data;
 	(void)len;
-	if (lookup(v, block))
-		return 0;
-	if ((v->n + 1) * 4 > v->cap * 3) {
-		rc = grow(v);
-		if (rc)
-			return rc;
-	}
-	for (i = slot_at(v, block); v->slot[i].block != FREE_SLOT; i = (i + 1) & (v->cap - 1))
-		;
-	v->slot[i].block = block;
-	v->slot[i].where = x->session << WHERE_OFF_BITS | off;
-	v->n++;
-	return 0;
-}
-
-/* Index session @i's records from @from; where the next scan starts in *@next. */
-static int index_session(struct bdsnap_view *v, size_t i, uint64_t from, uint64_t limit,
-			 uint64_t *next)
-{
-	struct bdsnap_verify_report rep = { 0 };
-	struct index_ctx x = { v, i };
-	int rc;
-
-	rc = store_scan(v->c.all[i], from, limit, &rep, index_add, &x, NULL);
-	if (!rc)
-		*next = rep.torn_tail ? rep.torn_offset : rep.file_size;
-	return rc;
+	rc = blockset_add(newest, block, off);
+	return rc > 0 ? -EBADMSG : rc;	/* once per session, as the verify pass checked */
 }
 
 /* The newest session's records written since the last look. */
 static int index_refresh(struct bdsnap_view *v)
 {
+	struct bdsnap_verify_report rep = { 0 };
+	size_t k = v->c.n - 1;
 	struct stat st;
+	int rc;
 
 	if (!v->live)
 		return 0;
-	if (fstat(v->log[v->c.n - 1], &st))
+	if (fstat(v->log[k], &st))
 		return -errno;
 	if ((uint64_t)st.st_size <= v->next)
 		return 0;
-	return index_session(v, v->c.n - 1, v->next, UINT64_MAX, &v->next);
+	rc = store_scan(v->c.all[k], v->next, UINT64_MAX, &rep, index_add, &v->c.saved[k], NULL);
+	if (!rc)
+		v->next = rep.torn_tail ? rep.torn_offset : rep.file_size;
+	return rc;
+}
+
+/*
+ * Which session's record holds @block's pre-image: the oldest that saved it,
+ * for the view is the block as it was before the oldest session changed it.
+ */
+static bool locate(const struct bdsnap_view *v, uint64_t block, size_t *session, uint64_t *off)
+{
+	size_t i;
+
+	for (i = 0; i < v->c.n; i++) {
+		if (blockset_find(&v->c.saved[i], block, off)) {
+			*session = i;
+			return true;
+		}
+	}
+	return false;
 }
 
 /*
@@ -199,23 +139,6 @@ static int logs_open(struct bdsnap_view *v)
 	return 0;
 }
 
-static int index_build(struct bdsnap_view *v)
-{
-	uint64_t next = 0;
-	size_t i;
-	int rc;
-
-	if (v->c.n > 1U << (64 - WHERE_OFF_BITS))
-		return -E2BIG;
-	rc = grow(v);
-	for (i = 0; i < v->c.n && !rc; i++) {
-		v->live = i == v->c.n - 1 && v->c.all[i]->info.state_kind == BDSNAP_META_OPEN;
-		rc = index_session(v, i, 0, v->live ? UINT64_MAX : v->c.verified[i], &next);
-	}
-	v->next = next;
-	return rc;
-}
-
 int bdsnap_view_open(struct bdsnap_session *s, struct bdsnap_session *const *later,
 		     size_t nlater, const char *source, const struct bdsnap_restore_opts *opts,
 		     struct bdsnap_view **out, struct bdsnap_chain_report *report)
@@ -223,6 +146,7 @@ int bdsnap_view_open(struct bdsnap_session *s, struct bdsnap_session *const *lat
 	struct bdsnap_chain_report rep = { .size = sizeof(rep) };
 	struct bdsnap_session *live;
 	struct bdsnap_view *v;
+	size_t i;
 	int rc;
 
 	if (!out)
@@ -237,8 +161,10 @@ int bdsnap_view_open(struct bdsnap_session *s, struct bdsnap_session *const *lat
 		free(v);
 		return rc;
 	}
-	/* Every read goes to the logs: nothing is kept from the verify pass. */
+	/* The verify pass keeps where each block is, never the pre-images. */
 	v->c.keep = false;
+	for (i = 0; i < v->c.n; i++)
+		v->c.saved[i].offsets = true;
 	v->c.prog.total = v->c.logs;
 	v->bs = s->info.block_size;
 	v->unit = v->bs > DIO_ALIGN ? v->bs : DIO_ALIGN;
@@ -263,8 +189,9 @@ int bdsnap_view_open(struct bdsnap_session *s, struct bdsnap_session *const *lat
 	if (!rc) {
 		rep.where = NULL;
 		rc = logs_open(v);
-		if (!rc)
-			rc = index_build(v);
+		live = v->c.all[v->c.n - 1];
+		v->live = live->info.state_kind == BDSNAP_META_OPEN;
+		v->next = v->c.verified[v->c.n - 1];
 		if (!rc && posix_memalign((void **)&v->buf, DIO_ALIGN, VIEW_CHUNK))
 			rc = -ENOMEM;
 	}
@@ -289,8 +216,8 @@ uint64_t bdsnap_view_size(const struct bdsnap_view *v)
 static int read_chunk(struct bdsnap_view *v, uint64_t start, size_t want, uint64_t off,
 		      uint64_t end)
 {
-	uint64_t b, last = (end - 1) / v->bs;
-	struct entry *e;
+	uint64_t b, last = (end - 1) / v->bs, at;
+	size_t k;
 	int rc;
 
 	rc = read_dev(v->src.fd, v->src.direct, v->buf, want, start);
@@ -301,12 +228,9 @@ static int read_chunk(struct bdsnap_view *v, uint64_t start, size_t want, uint64
 	if (!rc)
 		rc = index_refresh(v);
 	for (b = off / v->bs; b <= last && !rc; b++) {
-		e = lookup(v, b);
-		if (!e)
-			continue;
-		rc = store_read_record(v->c.all[e->where >> WHERE_OFF_BITS],
-				       v->log[e->where >> WHERE_OFF_BITS],
-				       e->where & WHERE_OFF_MASK, b, v->buf + (b * v->bs - start));
+		if (locate(v, b, &k, &at))
+			rc = store_read_record(v->c.all[k], v->log[k], at, b,
+					       v->buf + (b * v->bs - start));
 	}
 	/* A record that checked at open and no longer does: the log is damaged. */
 	return rc == -EBADMSG ? -EIO : rc;
@@ -350,7 +274,6 @@ void bdsnap_view_close(struct bdsnap_view *v)
 	if (v->src.fd >= 0)
 		close(v->src.fd);
 	free(v->log);
-	free(v->slot);
 	free(v->buf);
 	chain_close(&v->c);
 	free(v);

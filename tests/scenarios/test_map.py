@@ -2,11 +2,12 @@
 while the file system keeps writing; a deleted file recovered from it."""
 import filecmp
 import os
+import struct
 from pathlib import Path
 
 import pytest
 
-from conftest import sessions, sh, sha256
+from conftest import meta, sessions, sh, sha256
 from test_cli import (activate, cli, fill, json_out, mounted_session, new_session,
                       written_meanwhile)
 
@@ -168,6 +169,57 @@ def test_map_when_every_nbd_device_is_busy_is_refused(bdsnap, make_disk, views):
         cli("unmap", dev)
     finally:
         sh("rmmod nbd")
+
+
+def test_map_without_the_nbd_driver_is_refused(bdsnap, make_disk, views):
+    disk = make_disk(size_mb=32).mkfs_ext4()
+    _, session = mounted_session(disk, "a", mb=1)
+    disk.umount()
+    blocker = Path("/etc/modprobe.d/zz-bdsnap-test-no-nbd.conf")
+    sh("rmmod nbd 2>/dev/null || true")
+    blocker.write_text("install nbd /bin/false\n")
+    try:
+        res = cli("map", session, check=False)
+        assert res.returncode == 4 and "the nbd driver is missing" in res.stderr, res.stderr
+        assert json_out("maps")["maps"] == []
+    finally:
+        blocker.unlink()
+
+
+def damage_first_record(session):
+    """Flip a byte in the payload of the first record of session's log; its block."""
+    log = Path(session) / "blocks"
+    data = log.read_bytes()
+    (header_size,) = struct.unpack_from("<I", data, 12)     # struct bdsnap_store_header
+    block, _, stored = struct.unpack_from("<QII", data, header_size + 8)   # bdsnap_record
+    at = header_size + 32 + stored // 2
+    with open(log, "r+b") as f:
+        f.seek(at)
+        f.write(bytes([data[at] ^ 0xff]))
+    return block
+
+
+def test_a_record_damaged_after_map_fails_its_block_only_and_is_listed(bdsnap, make_disk,
+                                                                       views):
+    """map verified every record; one damaged later fails the reads of its own
+    block with EIO, its neighbours still read, and bdsnap maps names it."""
+    disk = make_disk(size_mb=32).mkfs_ext4()
+    _, session = mounted_session(disk, "a", mb=1)
+    disk.umount()
+    dev = cli("map", session).stdout.strip()
+    block = damage_first_record(session)
+    bs = int(meta(Path(session))["block_size"])
+    nblocks = int(meta(Path(session))["device_size"]) // bs
+    bad = sh(f"dd if={dev} of=/dev/null bs={bs} skip={block} count=1 iflag=direct status=none",
+             check=False)
+    assert bad.returncode != 0 and "Input/output error" in bad.stdout, bad.stdout
+    for other in (block - 1, block + 1):
+        if 0 <= other < nblocks:
+            sh(f"dd if={dev} of=/dev/null bs={bs} skip={other} count=1 iflag=direct status=none")
+    (row,) = json_out("maps")["maps"]
+    assert row["damaged"] == str(block), row
+    cli("unmap", dev)
+    assert not Path(f"/run/bdsnap/maps/{Path(dev).name}.damaged").exists()
 
 
 def test_unmap_of_something_else_is_an_error(bdsnap):
