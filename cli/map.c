@@ -98,8 +98,8 @@ struct server {
 };
 
 /*
- * A request failed: find which of its blocks cannot be read, and say so once
- * per block, in the system log and in MAPS_DIR/nbdN.damaged (bdsnap maps).
+ * A request failed on a damaged record: find which of its blocks have one,
+ * and say so once per block, in the system log and in MAPS_DIR/nbdN.damaged (bdsnap maps).
  * The reply is EIO all the same: NBD answers a request whole.
  */
 static void report_damaged(struct server *srv, char *buf, uint64_t from, uint32_t len)
@@ -111,8 +111,8 @@ static void report_damaged(struct server *srv, char *buf, uint64_t from, uint32_
 
 	for (b = from / srv->block_size; b * srv->block_size < from + len; b++) {
 		at = b * srv->block_size;
-		if (!bdsnap_view_read(srv->v, buf, size - at < srv->block_size ? size - at :
-				      srv->block_size, at))
+		if (bdsnap_view_read(srv->v, buf, size - at < srv->block_size ? size - at :
+				     srv->block_size, at) != -EBADMSG)
 			continue;
 		for (i = 0; i < srv->ndamaged && srv->damaged[i] != b; i++)
 			;
@@ -158,9 +158,10 @@ static int nbd_serve(struct server *srv, int sock)
 		case NBD_CMD_READ:
 			if (len > NBD_MAX_REQUEST) {
 				error = EINVAL;
-			} else if (bdsnap_view_read(srv->v, buf, len, from)) {
+			} else if ((rc = bdsnap_view_read(srv->v, buf, len, from))) {
 				error = EIO;
-				report_damaged(srv, buf, from, len);
+				if (rc == -EBADMSG)
+					report_damaged(srv, buf, from, len);
 			}
 			break;
 		case NBD_CMD_DISC:

@@ -646,10 +646,11 @@ uint64_t bdsnap_view_size(const struct bdsnap_view *v);
  * bdsnap_view_read() - @len bytes of the view at @off into @buf.  An open
  * (ordered) session's log is followed as it grows: the device is read
  * first, then the records added since the last read.
- * Return: 0; -EINVAL past the end of the view; -EIO a record that was valid
- * at open is not any more, the source shrank, or the open plain session
- * failed or ended incomplete (writes went through without pre-images);
- * -errno reading the source or a log.
+ * Return: 0; -EINVAL past the end of the view; -EBADMSG a record of a block
+ * of the range, valid at open, is not any more (the log was damaged since);
+ * -EIO the source shrank, the open session's log gained a bad record, or
+ * the open plain session failed or ended incomplete (writes went through
+ * without pre-images); -errno reading the source or a log.
  */
 int bdsnap_view_read(struct bdsnap_view *v, void *buf, size_t len, uint64_t off);
 

@@ -227,13 +227,14 @@ static int read_chunk(struct bdsnap_view *v, uint64_t start, size_t want, uint64
 	rc = view_sync(v);
 	if (!rc)
 		rc = index_refresh(v);
+	if (rc == -EBADMSG)
+		return -EIO;	/* a new record is bad: which block's, nobody knows */
 	for (b = off / v->bs; b <= last && !rc; b++) {
 		if (locate(v, b, &k, &at))
 			rc = store_read_record(v->c.all[k], v->log[k], at, b,
 					       v->buf + (b * v->bs - start));
 	}
-	/* A record that checked at open and no longer does: the log is damaged. */
-	return rc == -EBADMSG ? -EIO : rc;
+	return rc;
 }
 
 int bdsnap_view_read(struct bdsnap_view *v, void *buf, size_t len, uint64_t off)

@@ -153,5 +153,5 @@ printf 'X' | dd of={s.dir / 'blocks'} bs=1 seek={off} conv=notrunc status=none
     env = {**os.environ, "HOOK": str(hook)}
     res = subprocess.run([reader, str(g.BS), s.dir], capture_output=True, env=env)
     assert res.returncode == 5
-    assert res.stderr.decode() == f"view_read {7 * g.BS}: {-errno.EIO}\n"
+    assert res.stderr.decode() == f"view_read {7 * g.BS}: {-errno.EBADMSG}\n"
     assert res.stdout == world.pre[:7 * g.BS]
