@@ -210,17 +210,17 @@ uint64_t bdsnap_view_size(const struct bdsnap_view *v)
 }
 
 /*
- * The device from @start (a multiple of v->unit) into v->buf, @want bytes;
+ * The device from @start (a multiple of v->unit) into @into, @want bytes;
  * then the pre-images of the blocks that [@off, @end) touches over it.
  */
-static int read_chunk(struct bdsnap_view *v, uint64_t start, size_t want, uint64_t off,
-		      uint64_t end)
+static int read_chunk(struct bdsnap_view *v, uint8_t *into, uint64_t start, size_t want,
+		      uint64_t off, uint64_t end)
 {
 	uint64_t b, last = (end - 1) / v->bs, at;
 	size_t k;
 	int rc;
 
-	rc = read_dev(v->src.fd, v->src.direct, v->buf, want, start);
+	rc = read_dev(v->src.fd, v->src.direct, into, want, start);
 	if (rc)
 		return rc > 0 ? -EIO : rc;	/* > 0: the device shrank */
 	/* Only now the log: see the top of this file. */
@@ -232,7 +232,7 @@ static int read_chunk(struct bdsnap_view *v, uint64_t start, size_t want, uint64
 	for (b = off / v->bs; b <= last && !rc; b++) {
 		if (locate(v, b, &k, &at))
 			rc = store_read_record(v->c.all[k], v->log[k], at, b,
-					       v->buf + (b * v->bs - start));
+					       into + (b * v->bs - start));
 	}
 	return rc;
 }
@@ -246,12 +246,16 @@ int bdsnap_view_read(struct bdsnap_view *v, void *buf, size_t len, uint64_t off)
 
 	if (off > size || len > size - off)
 		return -EINVAL;
+	/* Whole units into a buffer O_DIRECT can fill: no copy through v->buf. */
+	if (len && !(off % v->unit) && !(len % v->unit) &&
+	    (!v->src.direct || !((uintptr_t)buf % DIO_ALIGN)))
+		return read_chunk(v, buf, off, len, off, off + len);
 	while (len) {
 		/* whole units of the device, so that O_DIRECT can read them */
 		start = off / v->unit * v->unit;
 		end = start + VIEW_CHUNK < off + len ? start + VIEW_CHUNK : off + len;
 		stop = (end + v->unit - 1) / v->unit * v->unit;
-		rc = read_chunk(v, start, (stop < size ? stop : size) - start, off, end);
+		rc = read_chunk(v, v->buf, start, (stop < size ? stop : size) - start, off, end);
 		if (rc)
 			return rc;
 		k = end - off;
