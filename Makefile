@@ -376,7 +376,7 @@ bench: deps
 #   make test-debug        every scenario on it (~100 min; `make test-all` runs it,
 #                          `make test` does not: beside the three kernels it does not
 #                          fit in CI's 90 minutes)
-#   make test-debug-smoke  the debug_smoke subset (23 scenarios in
+#   make test-debug-smoke  the debug_smoke subset (29 scenarios in
 #                          tests/scenarios/conftest.py, ~28 min) on it, if the kernel is cached or
 #                          BDSNAP_DEBUG_KERNEL=1 (then it waits for a build in
 #                          progress, or builds); otherwise it says so and passes

@@ -177,6 +177,7 @@ def test_map_without_the_nbd_driver_is_refused(bdsnap, make_disk, views):
     disk.umount()
     blocker = Path("/etc/modprobe.d/zz-bdsnap-test-no-nbd.conf")
     sh("rmmod nbd 2>/dev/null || true")
+    assert not Path("/sys/module/nbd").exists(), "nbd is still loaded (in use?)"
     blocker.write_text("install nbd /bin/false\n")
     try:
         res = cli("map", session, check=False)
