@@ -377,7 +377,7 @@ bench: deps
 #                          `make test` does not: beside the three kernels it does not
 #                          fit in CI's 90 minutes)
 #   make test-debug-smoke  the debug_smoke subset (29 scenarios in
-#                          tests/scenarios/conftest.py, ~28 min) on it, if the kernel is cached or
+#                          tests/scenarios/conftest.py, ~35 min) on it, if the kernel is cached or
 #                          BDSNAP_DEBUG_KERNEL=1 (then it waits for a build in
 #                          progress, or builds); otherwise it says so and passes
 #   make debug-kernel-bg   if BDSNAP_DEBUG_KERNEL=1 and no kernel is cached: start
