@@ -88,6 +88,12 @@ static int send_full(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+/* Where view @idx's server lists the blocks it could not read (bdsnap maps reads it). */
+static void damaged_path(char *path, size_t len, int idx)
+{
+	snprintf(path, len, MAPS_DIR "/nbd%d.damaged", idx);
+}
+
 /* The server's side of a view: what it serves, and what it could not read. */
 struct server {
 	struct bdsnap_view *v;
@@ -121,7 +127,7 @@ static void report_damaged(struct server *srv, char *buf, uint64_t from, uint32_
 		srv->damaged[srv->ndamaged++] = b;
 		syslog(LOG_ERR, "/dev/nbd%d: block %" PRIu64 " cannot be read: its record in the store is damaged",
 		       srv->idx, b);
-		snprintf(path, sizeof(path), MAPS_DIR "/nbd%d.damaged", srv->idx);
+		damaged_path(path, sizeof(path), srv->idx);
 		f = fopen(path, "ae");
 		if (f) {
 			fprintf(f, "%" PRIu64 "\n", b);
@@ -288,7 +294,7 @@ static void __attribute__((noreturn)) daemon_run(struct bdsnap_view *v, int idx,
 	pid_t child;
 
 	/* a damaged list left by a server that was killed is not this one's */
-	snprintf(state, sizeof(state), MAPS_DIR "/nbd%d.damaged", idx);
+	damaged_path(state, sizeof(state), idx);
 	unlink(state);
 
 	setsid();
@@ -309,7 +315,7 @@ static void __attribute__((noreturn)) daemon_run(struct bdsnap_view *v, int idx,
 	nbd_serve(&srv, sock[0]);
 	close(sock[0]);
 	waitpid(child, &status, 0);
-	snprintf(state, sizeof(state), MAPS_DIR "/nbd%d.damaged", idx);
+	damaged_path(state, sizeof(state), idx);
 	unlink(state);
 	snprintf(state, sizeof(state), MAPS_DIR "/nbd%d", idx);
 	unlink(state);

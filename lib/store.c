@@ -282,6 +282,16 @@ static size_t slot_of(const struct blockset *set, uint64_t block)
 	return (block * 0x9e3779b97f4a7c15ULL) >> 20 & (set->cap - 1);
 }
 
+/* @block's slot in @set (cap > 0): where it is, or the free one where it would go. */
+static size_t probe(const struct blockset *set, uint64_t block)
+{
+	size_t j;
+
+	for (j = slot_of(set, block); set->slot[j] != UINT64_MAX && set->slot[j] != block;)
+		j = (j + 1) & (set->cap - 1);
+	return j;
+}
+
 static int blockset_grow(struct blockset *set)
 {
 	struct blockset bigger = { .cap = set->cap ? 2 * set->cap : 1024, .offsets = set->offsets };
@@ -298,8 +308,7 @@ static int blockset_grow(struct blockset *set)
 	for (i = 0; i < set->cap; i++) {
 		if (set->slot[i] == UINT64_MAX)
 			continue;
-		for (j = slot_of(&bigger, set->slot[i]); bigger.slot[j] != UINT64_MAX;)
-			j = (j + 1) & (bigger.cap - 1);
+		j = probe(&bigger, set->slot[i]);
 		bigger.slot[j] = set->slot[i];
 		if (set->offsets)
 			bigger.off[j] = set->off[i];
@@ -322,9 +331,9 @@ int blockset_add(struct blockset *set, uint64_t block, uint64_t off)
 		if (rc)
 			return rc;
 	}
-	for (j = slot_of(set, block); set->slot[j] != UINT64_MAX; j = (j + 1) & (set->cap - 1))
-		if (set->slot[j] == block)
-			return 1;
+	j = probe(set, block);
+	if (set->slot[j] == block)
+		return 1;
 	set->slot[j] = block;
 	if (set->offsets)
 		set->off[j] = off;
@@ -338,14 +347,12 @@ bool blockset_find(const struct blockset *set, uint64_t block, uint64_t *off)
 
 	if (!set->n)
 		return false;
-	for (j = slot_of(set, block); set->slot[j] != UINT64_MAX; j = (j + 1) & (set->cap - 1)) {
-		if (set->slot[j] == block) {
-			if (set->offsets)
-				*off = set->off[j];
-			return true;
-		}
-	}
-	return false;
+	j = probe(set, block);
+	if (set->slot[j] != block)
+		return false;
+	if (set->offsets)
+		*off = set->off[j];
+	return true;
 }
 
 void blockset_free(struct blockset *set)

@@ -1,13 +1,13 @@
 """bdsnap map: the device as it was before the mount, as a read-only NBD device
 while the file system keeps writing; a deleted file recovered from it."""
+import ctypes
 import filecmp
 import os
-import struct
 from pathlib import Path
 
 import pytest
 
-from conftest import meta, sessions, sh, sha256
+from conftest import meta, sessions, sh, sha256, uapi
 from test_cli import (activate, cli, fill, json_out, mounted_session, new_session,
                       written_meanwhile)
 
@@ -191,13 +191,14 @@ def damage_first_record(session):
     """Flip a byte in the payload of the first record of session's log; its block."""
     log = Path(session) / "blocks"
     data = log.read_bytes()
-    (header_size,) = struct.unpack_from("<I", data, 12)     # struct bdsnap_store_header
-    block, _, stored = struct.unpack_from("<QII", data, header_size + 8)   # bdsnap_record
-    at = header_size + 32 + stored // 2
+    header = uapi.STRUCT["bdsnap_store_header"].from_buffer_copy(data)
+    record_type = uapi.STRUCT["bdsnap_record"]
+    record = record_type.from_buffer_copy(data, header.header_size)
+    at = header.header_size + ctypes.sizeof(record_type) + record.stored_len // 2
     with open(log, "r+b") as f:
         f.seek(at)
         f.write(bytes([data[at] ^ 0xff]))
-    return block
+    return record.block
 
 
 def test_a_record_damaged_after_map_fails_its_block_only_and_is_listed(bdsnap, make_disk,
