@@ -16,6 +16,7 @@
 #include <linux/ftrace.h>
 #include <linux/llist.h>
 #include <linux/mutex.h>
+#include <linux/crc32.h>
 #include <uapi/bdsnap.h>
 #include "compat.h"
 
@@ -28,6 +29,12 @@ struct bdsnap_bio_batch;
 
 /* Blocks are tracked in units of BDSNAP_BLOCK_SIZE; sectors per block: */
 #define BDSNAP_SECTORS_PER_BLOCK	(BDSNAP_BLOCK_SIZE >> SECTOR_SHIFT)
+
+/* The store format's CRC-32: zlib's crc32(0, buf, len). */
+static inline u32 bdsnap_crc32(const void *buf, size_t len)
+{
+	return ~crc32_le(~0U, buf, len);
+}
 
 /* auth.c */
 int bdsnap_auth_init(char *password);
@@ -67,6 +74,8 @@ struct bdsnap_store_info {
 	u64 device_size;
 	const char *tracker;
 	bool ordered;
+	bool rollback;		/* BDSNAP_ACT_ROLLBACK */
+	bool keep;		/* BDSNAP_ACT_KEEP */
 	dev_t tracked;		/* the device whose pre-images go here */
 	dev_t image_dev;	/* an activated image file: its file system */
 	unsigned long image_ino;	/* ... and inode; 0 for a block device */
@@ -138,6 +147,8 @@ void bdsnap_store_fail(struct bdsnap_store *st, int error);
 __printf(2, 3) int bdsnap_store_note(struct bdsnap_store *st, const char *fmt, ...);
 unsigned int bdsnap_store_queued(struct bdsnap_store *st);
 int bdsnap_store_mkdir(const char *path);
+int bdsnap_store_note_rollback(const char *dir, int error);
+int bdsnap_store_remove(const char *name);
 int bdsnap_store_init(void);
 /* store_quota.c: the store's size cap */
 int bdsnap_store_quota_recount(const char *dir);
@@ -156,7 +167,9 @@ int bdsnap_store_check_dev(const char *dir, dev_t dev);
  * @tracker: enum bdsnap_tracker.
  * @flags: BDSNAP_ACT_*.
  * @nr_sessions: sessions started since activation.
- * @session: the open session (mounted), or NULL.
+ * @session: the open session (mounted, or being rolled back), or NULL.
+ * @rollback_failed: the session whose rollback failed, or "": mounts are
+ *	refused until the device is deactivated.
  */
 struct bdsnap_device {
 	struct list_head node;
@@ -169,6 +182,7 @@ struct bdsnap_device {
 	u32 flags;
 	u64 nr_sessions;
 	struct bdsnap_session *session;
+	char rollback_failed[BDSNAP_SESSION_MAX];
 };
 
 void bdsnap_registry_lock(void);
@@ -214,6 +228,10 @@ extern const struct bdsnap_tracker_ops bdsnap_tracker_vfs_ops;
  * @bdev_ref: the mounted device, held open for reading pre-images.
  * @nr_bytes: device size at mount.
  * @ordered: BDSNAP_ACT_ORDERED.
+ * @rollback: BDSNAP_ACT_ROLLBACK: written back when the last claim is gone.
+ * @keep: BDSNAP_ACT_KEEP: the session directory outlives its rollback.
+ * @rollback_task: the task writing the pre-images back, once the session
+ *	ended; the bio tracker fails every other write to the device.
  * @devname: kernel name, e.g. "loop3".
  * @dirname: session directory name under the store.
  * @map: blocks whose pre-image is taken.
@@ -241,6 +259,9 @@ struct bdsnap_session {
 	struct bdsnap_bdev_ref bdev_ref;
 	u64 nr_bytes;
 	bool ordered;
+	bool rollback;
+	bool keep;
+	struct task_struct *rollback_task;
 	char devname[BDSNAP_NAME_MAX];
 	char dirname[BDSNAP_SESSION_MAX];
 	struct bdsnap_blockmap map;
@@ -272,6 +293,9 @@ struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
 unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block);
 void bdsnap_session_fail(struct bdsnap_session *s, const char *why);
 int bdsnap_session_sync_store(const char *name);
+
+/* rollback.c: write a session's pre-images back to its device */
+int bdsnap_rollback(struct bdsnap_session *s, const char *dir);
 
 /* fingerprint.c: what the device holds at a session's end */
 int bdsnap_fingerprint(struct bdsnap_session *s, unsigned int *nr_sample, u8 *digest);

@@ -105,4 +105,45 @@ static inline int bdsnap_kern_mkdir(const char *name, umode_t mode)
 	return ret;
 }
 
+/*
+ * Remove @name from the directory @parent: a file, or an empty directory
+ * when @is_dir, as unlink(2)/rmdir(2) would for root.
+ * Return: 0, -ENOENT, or the file system's error.
+ */
+static inline int bdsnap_kern_remove(const struct path *parent, const char *name, bool is_dir)
+{
+	struct inode *dir = d_inode(parent->dentry);
+	struct dentry *dentry;
+	int ret;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	struct mnt_idmap *idmap = mnt_idmap(parent->mnt);
+#else
+	struct user_namespace *idmap = mnt_user_ns(parent->mnt);
+#endif
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 19, 0)
+	dentry = start_removing(idmap, parent->dentry, &QSTR(name));
+	if (IS_ERR(dentry))
+		return PTR_ERR(dentry);
+	ret = is_dir ? vfs_rmdir(idmap, dir, dentry, NULL) : vfs_unlink(idmap, dir, dentry, NULL);
+	end_removing(dentry);
+#else
+	inode_lock_nested(dir, I_MUTEX_PARENT);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 16, 0)
+	dentry = lookup_noperm(&QSTR(name), parent->dentry);
+#else
+	dentry = lookup_one_len(name, parent->dentry, strlen(name));
+#endif
+	ret = PTR_ERR_OR_ZERO(dentry);
+	if (!ret && d_is_negative(dentry))
+		ret = -ENOENT;
+	if (!ret)
+		ret = is_dir ? vfs_rmdir(idmap, dir, dentry) : vfs_unlink(idmap, dir, dentry, NULL);
+	if (!IS_ERR(dentry))
+		dput(dentry);
+	inode_unlock(dir);
+#endif
+	return ret;
+}
+
 #endif /* BDSNAP_COMPAT_H */

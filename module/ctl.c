@@ -70,6 +70,11 @@ static int bdsnap_check_tracker(u32 tracker, u32 flags)
 	/* V1 copies in probe handlers, which cannot wait for the store */
 	if ((flags & BDSNAP_ACT_ORDERED) && tracker == BDSNAP_TRACKER_VFS)
 		return -EINVAL;
+	/* a rollback finished after a crash needs every pre-image durable */
+	if ((flags & BDSNAP_ACT_ROLLBACK) && !(flags & BDSNAP_ACT_ORDERED))
+		return -EINVAL;
+	if ((flags & BDSNAP_ACT_KEEP) && !(flags & BDSNAP_ACT_ROLLBACK))
+		return -EINVAL;
 	return 0;
 }
 
@@ -170,7 +175,7 @@ static long bdsnap_ioctl_version(void __user *arg)
 		.patch = BDSNAP_VERSION_PATCH,
 		.store_format = BDSNAP_STORE_VERSION,
 		.features = BDSNAP_FEAT_TRACKER_BIO | BDSNAP_FEAT_TRACKER_VFS |
-			    BDSNAP_FEAT_ORDERED | BDSNAP_FEAT_SYNC_STORE,
+			    BDSNAP_FEAT_ORDERED | BDSNAP_FEAT_SYNC_STORE | BDSNAP_FEAT_ROLLBACK,
 		.block_size = BDSNAP_BLOCK_SIZE,
 	};
 	u32 usize;

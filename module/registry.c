@@ -307,7 +307,9 @@ static void bdsnap_device_free(struct bdsnap_device *d)
  * bdsnap_registry_remove() - deactivate a device.
  * @path: as given to activation, or another path to the same device.
  *
- * Return: 0; -ENODEV not active; -EBUSY mounted (a session is open).
+ * Return: 0; -ENODEV not active; -EBUSY mounted (a session is open) or
+ * being rolled back.  A device whose rollback failed is deactivated: that
+ * is how an administrator who restored the session by hand lets it go.
  */
 int bdsnap_registry_remove(const char *path)
 {
@@ -349,11 +351,19 @@ static void bdsnap_registry_fill(const struct bdsnap_device *d, struct bdsnap_de
 	strscpy(info->path, d->path, sizeof(info->path));
 	if (d->key_type == BDSNAP_KEY_BDEV)
 		info->dev = new_encode_dev(d->dev);
+	if (d->rollback_failed[0]) {
+		info->session_state = BDSNAP_SESSION_ROLLBACK_FAILED;
+		strscpy(info->session, d->rollback_failed, sizeof(info->session));
+	}
 	if (!s)
 		return;
 	info->dev = new_encode_dev(s->bdev_ref.bdev->bd_dev);
-	info->session_state = READ_ONCE(s->store.error) || atomic64_read(&s->read_errors) ?
-			      BDSNAP_SESSION_INCOMPLETE : BDSNAP_SESSION_OPEN;
+	if (!s->claims)
+		info->session_state = BDSNAP_SESSION_ROLLING_BACK;
+	else if (READ_ONCE(s->store.error) || atomic64_read(&s->read_errors))
+		info->session_state = BDSNAP_SESSION_INCOMPLETE;
+	else
+		info->session_state = BDSNAP_SESSION_OPEN;
 	info->blocks_saved = READ_ONCE(s->store.blocks_saved);
 	info->bytes_raw = READ_ONCE(s->store.bytes_raw);
 	info->bytes_stored = READ_ONCE(s->store.pos);

@@ -123,6 +123,8 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 		.path = d->path,
 		.tracker = bdsnap_tracker_ops(d->tracker)->name,
 		.ordered = d->flags & BDSNAP_ACT_ORDERED,
+		.rollback = d->flags & BDSNAP_ACT_ROLLBACK,
+		.keep = d->flags & BDSNAP_ACT_KEEP,
 		.image_dev = d->file_sdev,
 		.image_ino = d->file_ino,
 	};
@@ -136,6 +138,8 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 	s->device = d;
 	s->ops = bdsnap_tracker_ops(d->tracker);
 	s->ordered = info.ordered;
+	s->rollback = info.rollback;
+	s->keep = info.keep;
 	INIT_LIST_HEAD(&s->sbs);
 	bdsnap_blockmap_init(&s->map);
 	spin_lock_init(&s->held_lock);
@@ -201,6 +205,27 @@ static int bdsnap_session_may_join(struct bdsnap_session *s, dev_t dev, dev_t tr
 	return -EBUSY;
 }
 
+/*
+ * Never a window between a rollback session and the next one: a mount is
+ * refused while the previous session is written back (it ended: no claim
+ * is left, yet it is still the device's), and after a failed rollback until
+ * an administrator deactivates the device.
+ */
+static int bdsnap_session_rollback_pending(struct bdsnap_device *d)
+{
+	if (d->rollback_failed[0]) {
+		pr_err("%s: the rollback of session %s failed: mount refused (restore that session, then deactivate the device)\n",
+		       d->path, d->rollback_failed);
+		return -EBUSY;
+	}
+	if (d->session && !d->session->claims) {
+		pr_err("%s: session %s is being rolled back: mount refused\n", d->path,
+		       d->session->dirname);
+		return -EBUSY;
+	}
+	return 0;
+}
+
 /**
  * bdsnap_session_claim() - take a claim on the session of @dev's device.
  * @dev: the device being mounted (maybe a partition of the activated one).
@@ -215,7 +240,8 @@ static int bdsnap_session_may_join(struct bdsnap_session *s, dev_t dev, dev_t tr
  * the mount must fail because its snapshot could not be set up: -EOPNOTSUPP
  * when the device's tracker cannot track this mount exactly, -EBUSY when the
  * device is open in a session through another block device (a second loop
- * device over the same image), -ENOMEM, or the store's error.
+ * device over the same image) or its rollback is unfinished, -ENOMEM, or the
+ * store's error.
  */
 struct bdsnap_claim *bdsnap_session_claim(dev_t dev, const char *fstype)
 {
@@ -235,6 +261,9 @@ struct bdsnap_claim *bdsnap_session_claim(dev_t dev, const char *fstype)
 		goto out;
 	ops = bdsnap_tracker_ops(d->tracker);
 	ret = ops->accepts ? ops->accepts(d->path, fstype, dev != tracked) : 0;
+	if (ret)
+		goto out;
+	ret = bdsnap_session_rollback_pending(d);
 	if (ret)
 		goto out;
 	s = d->session;
@@ -267,13 +296,22 @@ out:
 	return ret ? ERR_PTR(ret) : NULL;
 }
 
-/* Drop a claim; the last one unpublishes the session for bdsnap_session_end(). */
+static void bdsnap_session_unpublish_locked(struct bdsnap_session *s)
+{
+	list_del_rcu(&s->node);
+	s->device->session = NULL;
+}
+
+/*
+ * Drop a claim; the last one unpublishes the session for bdsnap_session_end(),
+ * unless it is to be rolled back: it stays the device's until then.
+ */
 static bool bdsnap_session_put_locked(struct bdsnap_session *s)
 {
 	if (--s->claims)
 		return false;
-	list_del_rcu(&s->node);
-	s->device->session = NULL;
+	if (!s->rollback)
+		bdsnap_session_unpublish_locked(s);
 	return true;
 }
 
@@ -302,12 +340,52 @@ static void bdsnap_session_note_end(struct bdsnap_session *s)
 		bdsnap_store_fail(&s->store, ret);
 }
 
-/* Context: process; the session is unpublished, its last writer is gone. */
+/*
+ * Write @s's pre-images back, then let the device go: to the next mount, or,
+ * if that failed, to no mount until it is deactivated.
+ */
+static void bdsnap_session_roll_back(struct bdsnap_session *s)
+{
+	char *dir = kasprintf(GFP_KERNEL, "%s/%s", bdsnap_store_dir, s->dirname);
+	int ret = -ENOMEM;
+
+	if (dir)
+		ret = bdsnap_rollback(s, dir);
+	if (ret) {
+		pr_err("%s: session %s is not rolled back (error %d): mounts are refused until the device is deactivated\n",
+		       s->device->path, s->dirname, ret);
+		if (dir)
+			bdsnap_store_note_rollback(dir, ret);
+	} else if (s->keep || bdsnap_store_remove(s->dirname)) {
+		/* a session left behind must not be rolled back again at boot */
+		if (bdsnap_store_note_rollback(dir, 0))
+			pr_err("session %s: cannot record that it is rolled back: the next boot rolls it back again\n",
+			       s->dirname);
+	}
+	kfree(dir);
+	bdsnap_registry_lock();
+	if (ret)
+		strscpy(s->device->rollback_failed, s->dirname,
+			sizeof(s->device->rollback_failed));
+	bdsnap_session_unpublish_locked(s);
+	bdsnap_registry_unlock();
+	/* no hook sees the session now: fail the writes it held meanwhile */
+	synchronize_rcu();
+	s->ops->stop(s);
+}
+
+/*
+ * Context: process; the session is unpublished (or, to be rolled back,
+ * without claims), its last writer is gone.
+ */
 static void bdsnap_session_end(struct bdsnap_session *s)
 {
 	int error;
 
-	/* after this no bio hook can see the session: only held bios remain */
+	/* from here on, writes to a device being rolled back are ours only */
+	if (s->rollback)
+		WRITE_ONCE(s->rollback_task, current);
+	/* after this no bio hook can see the session unchanged: only held bios remain */
 	synchronize_rcu();
 	s->ops->stop(s);
 	bdsnap_session_note_end(s);
@@ -315,6 +393,8 @@ static void bdsnap_session_end(struct bdsnap_session *s)
 	bdsnap_store_close(&s->store, error);
 	pr_info("session %s ended, %llu blocks saved\n", s->dirname,
 		s->store.blocks_saved);
+	if (s->rollback)
+		bdsnap_session_roll_back(s);
 	bdsnap_blockmap_destroy(&s->map);
 	bdsnap_bdev_close(&s->bdev_ref);
 	kfree(s);
@@ -433,7 +513,8 @@ int bdsnap_session_sync_store(const char *name)
 
 	bdsnap_registry_lock();
 	list_for_each_entry(s, &bdsnap_sessions, node) {
-		if (!strcmp(s->dirname, name)) {
+		/* one without claims has ended: it is being rolled back */
+		if (s->claims && !strcmp(s->dirname, name)) {
 			found = s;
 			found->claims++;
 			break;

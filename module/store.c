@@ -58,11 +58,6 @@ struct bdsnap_preimage {
 	struct page *page;
 };
 
-static u32 bdsnap_crc32(const void *buf, size_t len)
-{
-	return ~crc32_le(~0U, buf, len);
-}
-
 int bdsnap_store_mkdir(const char *path)
 {
 	int ret = bdsnap_kern_mkdir(path, 0700);
@@ -285,6 +280,9 @@ static int bdsnap_store_start(struct bdsnap_store *st, const struct bdsnap_store
 		ret = bdsnap_store_note(st, "image_dev=%u:%u\nimage_ino=%lu\n",
 					MAJOR(info->image_dev), MINOR(info->image_dev),
 					info->image_ino);
+	/* a crash leaves this for the next boot's `bdsnap load` to finish */
+	if (!ret && info->rollback)
+		ret = bdsnap_store_note(st, "rollback=yes\nkeep=%s\n", info->keep ? "yes" : "no");
 	return ret ?: bdsnap_store_note(st, "state=open\n");
 }
 
@@ -679,6 +677,73 @@ void bdsnap_store_close(struct bdsnap_store *st, int error)
 	fput(st->blocks);
 	bdsnap_deflate_done(&st->z);
 	kvfree(st->buf);
+}
+
+/**
+ * bdsnap_store_note_rollback() - say in a closed session's meta how its
+ * rollback ended: "rolled_back=<time>", or "rollback_error=<-errno>".
+ * @dir: the session directory.
+ * @error: 0, or the rollback's error.
+ *
+ * Return: 0 or -errno (the line is synced before 0).
+ */
+int bdsnap_store_note_rollback(const char *dir, int error)
+{
+	char *path = kasprintf(GFP_KERNEL, "%s/meta", dir);
+	char line[64], now[40];
+	struct file *meta;
+	loff_t pos = 0;
+	int ret;
+
+	if (!path)
+		return -ENOMEM;
+	meta = filp_open(path, O_WRONLY | O_APPEND | O_LARGEFILE, 0);
+	kfree(path);
+	if (IS_ERR(meta))
+		return PTR_ERR(meta);
+	bdsnap_store_time(now, sizeof(now));
+	if (error)
+		snprintf(line, sizeof(line), "rollback_error=%d\n", error);
+	else
+		snprintf(line, sizeof(line), "rolled_back=%s\n", now);
+	ret = bdsnap_store_write(meta, line, strlen(line), &pos);
+	if (!ret)
+		ret = vfs_fsync(meta, 0);
+	fput(meta);
+	return ret;
+}
+
+/**
+ * bdsnap_store_remove() - delete a closed session directory of the store.
+ * @name: the session's directory name under bdsnap_store_dir.
+ *
+ * Return: 0 or -errno; on an error some of its files may be gone, and a
+ * reader then refuses what is left (meta or blocks missing).
+ */
+int bdsnap_store_remove(const char *name)
+{
+	static const char *const files[] = { "blocks", "meta" };
+	char *dir = kasprintf(GFP_KERNEL, "%s/%s", bdsnap_store_dir, name);
+	struct path path;
+	int i, ret;
+
+	if (!dir)
+		return -ENOMEM;
+	ret = kern_path(dir, LOOKUP_DIRECTORY, &path);
+	kfree(dir);
+	if (ret)
+		return ret;
+	for (i = 0; i < ARRAY_SIZE(files) && !ret; i++)
+		ret = bdsnap_kern_remove(&path, files[i], false);
+	path_put(&path);
+	if (ret)
+		return ret;
+	ret = kern_path(bdsnap_store_dir, LOOKUP_DIRECTORY, &path);
+	if (ret)
+		return ret;
+	ret = bdsnap_kern_remove(&path, name, true);
+	path_put(&path);
+	return ret ?: bdsnap_store_sync_dir(bdsnap_store_dir);
 }
 
 int bdsnap_store_init(void)

@@ -114,10 +114,15 @@ static bool bdsnap_bio_hold(struct pt_regs *regs)
 		return false;
 	rcu_read_lock();
 	s = bdsnap_bio_session_rcu(bio->bi_bdev);
+	/* the rollback's own writes */
+	if (s && READ_ONCE(s->rollback_task) == current)
+		s = NULL;
 	/* a failed non-ordered session lets writes through untracked */
 	if (s && !(READ_ONCE(s->failed) && !s->ordered)) {
 		bdsnap_bio_range(s, bio, &first, &last);
-		if (!bdsnap_blockmap_all_set(&s->map, first, last)) {
+		/* while it is rolled back, every other write is held to fail */
+		if (READ_ONCE(s->rollback_task) ||
+		    !bdsnap_blockmap_all_set(&s->map, first, last)) {
 			atomic_inc(&s->nr_held);
 			spin_lock_irqsave(&s->held_lock, flags);
 			bio_list_add(&s->held, bio);
@@ -321,6 +326,24 @@ static void bdsnap_bio_release(struct bdsnap_session *s, struct bio_list *held)
 	*held = keep;
 }
 
+/*
+ * A write to a device whose session is being rolled back would change it
+ * behind the rollback (a resubmitted held write too: its file system is
+ * gone, so only a raw writer racing the unmount can have one).
+ */
+static void bdsnap_bio_refuse(struct bdsnap_session *s, struct bio_list *held)
+{
+	struct bio *bio;
+
+	while ((bio = bio_list_pop(held))) {
+		pr_err_ratelimited("%s: write refused: session %s is being rolled back\n",
+				   s->devname, s->dirname);
+		bio_io_error(bio);
+		if (atomic_dec_and_test(&s->nr_held))
+			wake_up(&s->drain_wq);
+	}
+}
+
 static void bdsnap_bio_read_work(struct work_struct *work)
 {
 	struct bdsnap_session *s = container_of(work, struct bdsnap_session, read_work);
@@ -336,6 +359,10 @@ static void bdsnap_bio_read_work(struct work_struct *work)
 		spin_unlock_irq(&s->held_lock);
 		if (bio_list_empty(&held))
 			break;
+		if (READ_ONCE(s->rollback_task)) {
+			bdsnap_bio_refuse(s, &held);
+			continue;
+		}
 		n = bdsnap_bio_gather(s, &held, s->batch);
 		if (n && !READ_ONCE(s->failed))
 			bdsnap_bio_save(s, s->batch, n);
@@ -353,7 +380,11 @@ static int bdsnap_tracker_bio_start(struct bdsnap_session *s)
 	return 0;
 }
 
-/* Context: the session is no longer visible to the hook. */
+/*
+ * Context: the session is no longer visible to the hook, or it is being
+ * rolled back (the hook then holds writes only to refuse them, without
+ * @s->batch); then again once it is no longer visible.
+ */
 static void bdsnap_tracker_bio_stop(struct bdsnap_session *s)
 {
 	wait_event(s->drain_wq, !atomic_read(&s->nr_held));

@@ -38,7 +38,18 @@ enum bdsnap_tracker {
 
 /* struct bdsnap_activate.flags */
 #define BDSNAP_ACT_ORDERED	(1U << 0)	/* write released only once its pre-image is durable */
-#define BDSNAP_ACT_FLAGS_ALL	(BDSNAP_ACT_ORDERED)
+/*
+ * Every session is rolled back when it ends: at unmount, after the file
+ * system's last write, the kernel writes the session's pre-images back, so
+ * the next mount sees the pre-mount content.  Needs BDSNAP_ACT_ORDERED (a
+ * crash must leave the pre-images durable: the rollback is then finished at
+ * the next boot from the store) and the bio tracker.  Meta of such a session
+ * says "rollback=yes" and "keep=yes|no"; a finished rollback appends
+ * "rolled_back=<time>" (with BDSNAP_ACT_KEEP) or deletes the session.
+ */
+#define BDSNAP_ACT_ROLLBACK	(1U << 1)
+#define BDSNAP_ACT_KEEP		(1U << 2)	/* keep rolled-back sessions (with ROLLBACK only) */
+#define BDSNAP_ACT_FLAGS_ALL	(BDSNAP_ACT_ORDERED | BDSNAP_ACT_ROLLBACK | BDSNAP_ACT_KEEP)
 
 /**
  * struct bdsnap_activate - argument of ACTIVATE and DEACTIVATE.
@@ -68,6 +79,8 @@ enum bdsnap_session_state {
 	BDSNAP_SESSION_NONE = 0,	/* activated, not mounted */
 	BDSNAP_SESSION_OPEN = 1,	/* mounted, tracking */
 	BDSNAP_SESSION_INCOMPLETE = 2,	/* mounted, a pre-image could not be stored */
+	BDSNAP_SESSION_ROLLING_BACK = 3,	/* unmounted, its pre-images being written back */
+	BDSNAP_SESSION_ROLLBACK_FAILED = 4,	/* that rollback failed: mounts refused */
 };
 
 /**
@@ -137,6 +150,7 @@ struct bdsnap_list {
 #define BDSNAP_FEAT_ORDERED	(1U << 2)
 #define BDSNAP_FEAT_SYSCALLS	(1U << 3)
 #define BDSNAP_FEAT_SYNC_STORE	(1U << 4)
+#define BDSNAP_FEAT_ROLLBACK	(1U << 5)
 
 /**
  * struct bdsnap_version - argument of VERSION.
@@ -198,13 +212,18 @@ struct bdsnap_sync_store {
  * Return: 0; -EPERM without CAP_SYS_ADMIN; -EACCES wrong password (after a
  * fixed delay); -EINVAL malformed request; -ENOENT no such path; -ENOTBLK
  * neither a block device nor a regular file; -EEXIST already activated;
- * -EXDEV the store directory is on the device itself.
+ * -EXDEV the store directory is on the device itself.  Flags: ROLLBACK
+ * without ORDERED, KEEP without ROLLBACK, or ROLLBACK with the VFS tracker
+ * are -EINVAL.
  */
 #define BDSNAP_IOC_ACTIVATE	_IOW(BDSNAP_IOC_MAGIC, 0x01, struct bdsnap_activate)
 /*
  * BDSNAP_IOC_DEACTIVATE - stop snapshotting a device.
  * Return: 0; -EPERM; -EACCES; -EINVAL; -ENODEV not activated; -EBUSY the
- * device is mounted (a session is open): unmount first.
+ * device is mounted (a session is open) or its rollback is running: unmount
+ * first.  A device whose rollback failed (BDSNAP_SESSION_ROLLBACK_FAILED)
+ * refuses mounts until it is deactivated: restore that session by hand
+ * first.
  */
 #define BDSNAP_IOC_DEACTIVATE	_IOW(BDSNAP_IOC_MAGIC, 0x02, struct bdsnap_activate)
 /*
