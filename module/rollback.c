@@ -188,7 +188,7 @@ static int bdsnap_rollback_pass(struct bdsnap_rollback *r, bool write)
 		ret = bdsnap_rollback_record(r, page_address(page), &block);
 		if (ret || !write)
 			continue;
-		if (bdsnap_blockmap_next_set(&r->written, block) == block)
+		if (bdsnap_blockmap_all_set(&r->written, block, block))
 			continue;
 		ret = bdsnap_blockmap_set(&r->written, block, GFP_KERNEL);
 		if (ret)
