@@ -21,17 +21,25 @@ fully written file fio.dat (fio's buffers: zlib level 1 keeps ~93 % of a block):
   dm-snapshot   snapshot-origin + snapshot with a persistent exception store,
                 chunk 8 sectors (4 KiB, bdsnap's block), COW on a loop device
                 over a tmpfs file (bdsnap's store: ext4 on the same kind of loop)
-Per configuration and repetition, three mount cycles (= three bdsnap sessions,
-three fresh dm snapshots):
-  1. seq-first, seq-rewrite      fio 1 MiB sequential writes over seq_mb
-  2. rand-first, rand-rewrite    fio 4 KiB random writes over rand_mb
+Per configuration and repetition, five mount cycles (= five bdsnap sessions,
+five fresh dm snapshots), each phase on blocks its session has not written yet:
+  1. seq-first, seq-rewrite      fio 1 MiB sequential writes over seq_mb,
+                                 libaio, iodepth 4
+  2. rand-first, rand-rewrite    fio 4 KiB random writes over rand_mb,
+                                 libaio, iodepth 16
      then (bdsnap) restore of that session timed against dd of as many 4 KiB
      blocks onto the same target; in repetition 0 the restore must give back
      the pre-mount image bit-exact
-  3. mixed                       fio 70/30 random read/write, 4 KiB
-A first pass writes every block of its region once (or stops at its cap); the
-store then drains its backlog (non-ordered), and the rewrite pass runs for
-rewrite_s seconds, time-based, over exactly the blocks the first pass wrote.
+  3. mixed                       fio 70/30 random read/write, 4 KiB, iodepth 16
+  4. qd1-seq-first, qd1-seq-rewrite    as 1. at queue depth 1 (psync, one job)
+                                       over seq_qd1_mb
+  5. qd1-rand-first, qd1-rand-rewrite  as 2. at queue depth 1 over rand_qd1_mb
+                                       (no restore)
+(1.-3. as before the queue-depth-1 cycles were added, so that earlier results
+stay comparable.) A first pass writes every block of its region once (or stops
+at its cap); the store then drains its backlog (non-ordered), and the rewrite
+pass runs for rewrite_s seconds, time-based, over exactly the blocks the first
+pass wrote.
 singlefilefs configurations (sfs alone, sfs-v1, sfs-v2): bench/sfs_write.c,
 4 KiB pwrite()s, sequential and random, first touch and rewrite, fsync at the
 end; restore checked bit-exact in repetition 0.
@@ -67,14 +75,16 @@ PASSWORD = "bdsnap-bench-password"
 BS = 4096
 
 PROFILES = {
-    # ~15 minutes on a 2-core TCG host; see bench/README.md.
+    # ~20 minutes on a 2-core TCG host (the qd1 cycles ~4 of them); see bench/README.md.
     "full": dict(reps=3, image_mb=256, seq_mb=128, rand_mb=48, mixed_mb=48, mixed_io_mb=16,
+                 seq_qd1_mb=32, rand_qd1_mb=16,
                  comp_mb=16, sfs_mb=32, store_mb=768, seq_cap_s=15, rand_cap_s=90,
-                 rewrite_s=4, sfs_rewrite_passes=4, mem_mb_min=2500),
+                 rand_qd1_cap_s=45, rewrite_s=4, sfs_rewrite_passes=4, mem_mb_min=2500),
     # tests/scenarios/test_bench_smoke.py: every path once, tiny sizes.
     "smoke": dict(reps=1, image_mb=64, seq_mb=8, rand_mb=4, mixed_mb=4, mixed_io_mb=2,
+                  seq_qd1_mb=4, rand_qd1_mb=2,
                   comp_mb=2, sfs_mb=2, store_mb=128, seq_cap_s=60, rand_cap_s=60,
-                  rewrite_s=1, sfs_rewrite_passes=1, mem_mb_min=0),
+                  rand_qd1_cap_s=60, rewrite_s=1, sfs_rewrite_passes=1, mem_mb_min=0),
 }
 EXT4_CONFIGS = ["baseline", "v2", "v2-ordered", "dm-snapshot"]
 SFS_CONFIGS = ["sfs", "sfs-v1", "sfs-v2"]
@@ -406,13 +416,14 @@ class Bench:
                **counters}
         self.res["runs"].append(row)
         self.save()
-        log(f"  {cfg:12} rep {rep} {job:13} {w['bw_bytes'] / 1e6:8.1f} MB/s "
+        log(f"  {cfg:12} rep {rep} {job:16} {w['bw_bytes'] / 1e6:8.1f} MB/s "
             f"{w['iops'] + r['iops']:9.0f} IOPS  held<= {counters['held_max']} "
             f"queue<= {counters['queue_max']}")
         return row
 
-    def rewrite(self, cfg, rep, job, jobfile, image, size, first):
-        """The rewrite pass after `first`: time-based over exactly the blocks it wrote."""
+    def rewrite(self, cfg, rep, job, jobfile, image, size, first, cap):
+        """The rewrite pass after `first`: time-based over exactly the blocks it wrote
+        (a random first pass cut by its cap: the same blocks once more, capped at `cap`)."""
         if first is None:
             return self.fio(cfg, rep, job, jobfile, image, size,
                             runtime=self.p["rewrite_s"], time_based=True)
@@ -422,8 +433,7 @@ class Bench:
             return self.fio(cfg, rep, job, jobfile, image, min(written, size),
                             runtime=self.p["rewrite_s"], time_based=True)
         # a random first pass cut by its cap: the same bytes again, same seed = same blocks
-        return self.fio(cfg, rep, job, jobfile, image, size, io_bytes=written,
-                        runtime=self.p["rand_cap_s"])
+        return self.fio(cfg, rep, job, jobfile, image, size, io_bytes=written, runtime=cap)
 
     def sfs_job(self, cfg, rep, job, mode, image, passes=1):
         if not self.want(job):
@@ -442,7 +452,7 @@ class Bench:
                "runtime_ms": d["seconds"] * 1000, **counters}
         self.res["runs"].append(row)
         self.save()
-        log(f"  {cfg:12} rep {rep} {job:13} {row['bw_bytes'] / 1e6:8.1f} MB/s "
+        log(f"  {cfg:12} rep {rep} {job:16} {row['bw_bytes'] / 1e6:8.1f} MB/s "
             f"{row['iops']:9.0f} IOPS")
         return row
 
@@ -513,29 +523,16 @@ class Bench:
         mem = rep == 0 and not self.only_jobs
         check = rep == 0 and cfg in ACTIVATE
         with self.activated(cfg, img):
-            # 1. sequential 1 MiB
+            # 1. sequential 1 MiB, iodepth 4
             if self.want("seq"):
-                before = self.mem_point() if mem else None
-                with self.session(cfg, img) as s:
-                    r = self.fio(cfg, rep, "seq-first", "seq-1m.fio", img, p["seq_mb"] << 20,
-                                 runtime=p["seq_cap_s"])
-                    self.drained(img, r)
-                    if mem:
-                        self.memory(cfg, "seq", before, self.mem_point(img), s, r)
-                    self.rewrite(cfg, rep, "seq-rewrite", "seq-1m.fio", img, p["seq_mb"] << 20, r)
+                s = self.write_phase(cfg, rep, "seq", "seq-1m.fio", img, p["seq_mb"],
+                                     p["seq_cap_s"], mem)
                 self.record_session(cfg, rep, "seq", s)
-            # 2. random 4 KiB, then restore vs dd
+            # 2. random 4 KiB, iodepth 16, then restore vs dd
             if self.want("rand"):
                 sha = sha256(img) if check else None
-                before = self.mem_point() if mem else None
-                with self.session(cfg, img) as s:
-                    r = self.fio(cfg, rep, "rand-first", "rand-4k.fio", img, p["rand_mb"] << 20,
-                                 runtime=p["rand_cap_s"])
-                    self.drained(img, r)
-                    if mem:
-                        self.memory(cfg, "rand", before, self.mem_point(img), s, r)
-                    self.rewrite(cfg, rep, "rand-rewrite", "rand-4k.fio", img,
-                                 p["rand_mb"] << 20, r)
+                s = self.write_phase(cfg, rep, "rand", "rand-4k.fio", img, p["rand_mb"],
+                                     p["rand_cap_s"], mem)
                 self.record_session(cfg, rep, "rand", s, keep=True)
                 if s.dir:
                     self.view_vs_device(cfg, rep, s, img)
@@ -547,7 +544,29 @@ class Bench:
                     self.fio(cfg, rep, "mixed", "mixed-70-30.fio", img, p["mixed_mb"] << 20,
                              p["mixed_io_mb"] << 20, runtime=p["seq_cap_s"])
                 self.record_session(cfg, rep, "mixed", s)
+            # 4., 5. the same writes at queue depth 1 (psync), each in a session of its own
+            if self.want("qd1-seq"):
+                s = self.write_phase(cfg, rep, "qd1-seq", "seq-1m-qd1.fio", img,
+                                     p["seq_qd1_mb"], p["seq_cap_s"])
+                self.record_session(cfg, rep, "qd1-seq", s)
+            if self.want("qd1-rand"):
+                s = self.write_phase(cfg, rep, "qd1-rand", "rand-4k-qd1.fio", img,
+                                     p["rand_qd1_mb"], p["rand_qd1_cap_s"])
+                self.record_session(cfg, rep, "qd1-rand", s)
         img.unlink()
+
+    def write_phase(self, cfg, rep, kind, jobfile, img, size_mb, cap, mem=False):
+        """One mount cycle: `kind`-first over the first size_mb MiB of fio.dat (every block
+        once, or until `cap` seconds), the store drained, then `kind`-rewrite over the same
+        blocks; with `mem`, kernel memory before the mount and after the first pass."""
+        before = self.mem_point() if mem else None
+        with self.session(cfg, img) as s:
+            r = self.fio(cfg, rep, f"{kind}-first", jobfile, img, size_mb << 20, runtime=cap)
+            self.drained(img, r)
+            if mem:
+                self.memory(cfg, kind, before, self.mem_point(img), s, r)
+            self.rewrite(cfg, rep, f"{kind}-rewrite", jobfile, img, size_mb << 20, r, cap)
+        return s
 
     def memory(self, cfg, kind, before, after, sess, run):
         """Kernel memory of a session that touched `blocks` blocks (LIST's blocks_saved;
@@ -681,7 +700,8 @@ def main(argv=None):
     ap.add_argument("--work", default="/tmp/bench", help="scratch directory (tmpfs)")
     ap.add_argument("--reps", type=int, default=None, help="override the profile's repetitions")
     ap.add_argument("--configs", nargs="*", help=f"subset of {EXT4_CONFIGS + SFS_CONFIGS}")
-    ap.add_argument("--jobs", nargs="*", help="only jobs starting with these (seq, rand, mixed)")
+    ap.add_argument("--jobs", nargs="*", help="only jobs starting with these (seq, rand, mixed, "
+                    "qd1 = qd1-seq and qd1-rand; or e.g. rand-first, qd1-rand-first)")
     ap.add_argument("--store-fs", choices=("ext4", "tmpfs"), default="ext4",
                     help="file system of bdsnap's store (default ext4 on a loop device)")
     a = ap.parse_args(argv)

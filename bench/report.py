@@ -21,7 +21,13 @@ from pathlib import Path
 
 EXT4 = ["baseline", "v2", "v2-ordered", "dm-snapshot"]
 SFS = ["sfs", "sfs-v1", "sfs-v2"]
-JOBS = ["seq-first", "seq-rewrite", "rand-first", "rand-rewrite", "mixed"]
+JOBS = ["seq-first", "seq-rewrite", "rand-first", "rand-rewrite", "mixed"]  # also singlefilefs
+QD1_JOBS = ["qd1-seq-first", "qd1-seq-rewrite", "qd1-rand-first", "qd1-rand-rewrite"]
+# ext4 rows: each queue-depth-1 job beside its libaio counterpart
+EXT4_JOBS = [j for job in JOBS for j in (job, "qd1-" + job) if j in JOBS + QD1_JOBS]
+KINDS = ["seq", "rand", "mixed", "qd1-seq", "qd1-rand"]  # the mount cycles, in bench.py's order
+DEPTH = {"seq": "libaio, qd 4", "rand": "libaio, qd 16", "mixed": "libaio, qd 16",
+         "qd1-seq": "psync, qd 1", "qd1-rand": "psync, qd 1"}
 SNAP = ["v2", "v2-ordered", "dm-snapshot"]
 LABEL = {"baseline": "no snapshot", "v2": "bdsnap V2", "v2-ordered": "bdsnap V2 ordered",
          "dm-snapshot": "dm-snapshot (P, 4 KiB)", "sfs": "singlefilefs alone",
@@ -35,9 +41,23 @@ TARGETS = {  # name: (threshold, text)
 }
 
 
+def base_job(job):
+    """seq-first for qd1-seq-first: the job the queue-depth-1 one repeats."""
+    return job.removeprefix("qd1-")
+
+
+def depth(job):
+    """The fio engine and queue depth of an ext4 job, e.g. 'psync, qd 1'."""
+    return DEPTH[job.rsplit("-", 1)[0] if job != "mixed" else job]
+
+
+def job_label(job):
+    return f"{base_job(job)} ({depth(job)})"
+
+
 def metric(job, row, sfs=False):
     """(value, unit): MB/s for sequential jobs and singlefilefs, IOPS for random ones."""
-    if sfs or job.startswith("seq"):
+    if sfs or base_job(job).startswith("seq"):
         return row["bw_bytes"] / 1e6, "MB/s"
     if job == "mixed":
         return row["total_iops"], "IOPS (r+w)"
@@ -74,9 +94,10 @@ class Report:
 
     # ---- sections --------------------------------------------------------------
     def throughput(self):
-        out = ["| job | config | median | min – max | × no snapshot | × dm-snapshot "
-               "| held ≤ | queue ≤ | backlog s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for job in JOBS:
+        out = ["| job | I/O | config | median | min – max | × no snapshot | × dm-snapshot "
+               "| held ≤ | queue ≤ | backlog s |",
+               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for job in EXT4_JOBS:
             for cfg in EXT4:
                 m, (lo, hi), rows = self.value(cfg, job)
                 if m is None:
@@ -85,24 +106,30 @@ class Report:
                 held = max(r.get("held_max", 0) for r in rows)
                 queue = max(r.get("queue_max", 0) for r in rows)
                 snap = cfg in ("v2", "v2-ordered")
-                out.append(f"| {job} | {LABEL[cfg]} | {fmt(m)} {unit} | {fmt(lo)} – {fmt(hi)} "
+                drain = med([r["drain_s"] for r in rows if "drain_s" in r])
+                out.append(f"| {base_job(job)} | {depth(job)} | {LABEL[cfg]} | {fmt(m)} {unit} "
+                           f"| {fmt(lo)} – {fmt(hi)} "
                            f"| {fmt(self.ratio(cfg, 'baseline', job))} "
                            f"| {fmt(self.ratio(cfg, 'dm-snapshot', job))} "
                            f"| {held if snap else ''} | {queue if snap else ''} "
-                           f"| {fmt(med([r['drain_s'] for r in rows if 'drain_s' in r])) if snap and job.endswith('first') else ''} |")
+                           f"| {fmt(drain) if snap and job.endswith('first') else ''} |")
         return out
 
+    def measured_jobs(self):
+        """EXT4_JOBS that this run has (a run from before the qd1 jobs has none of them)."""
+        return [j for j in EXT4_JOBS if any((c, j) in self.runs for c in EXT4)]
+
     def ratio_matrix(self):
-        out = ["| ratio to no snapshot | " + " | ".join(JOBS) + " |",
-               "|---|" + "---:|" * len(JOBS)]
-        for cfg in SNAP:
-            out.append(f"| {LABEL[cfg]} | " + " | ".join(
-                fmt(self.ratio(cfg, "baseline", j)) for j in JOBS) + " |")
-        out += ["", "| ratio to dm-snapshot | " + " | ".join(JOBS) + " |",
-                "|---|" + "---:|" * len(JOBS)]
-        for cfg in ("v2", "v2-ordered"):
-            out.append(f"| {LABEL[cfg]} | " + " | ".join(
-                fmt(self.ratio(cfg, "dm-snapshot", j)) for j in JOBS) + " |")
+        """One row per job and queue depth: ratios to no snapshot (V2 ordered and dm-snapshot
+        side by side), then to dm-snapshot."""
+        out = ["| job | I/O | V2 × no snapshot | V2 ordered × no snapshot "
+               "| dm-snapshot × no snapshot | V2 × dm-snapshot | V2 ordered × dm-snapshot |",
+               "|---|---|---:|---:|---:|---:|---:|"]
+        for job in self.measured_jobs():
+            out.append(f"| {base_job(job)} | {depth(job)} | " + " | ".join(
+                [fmt(self.ratio(c, "baseline", job)) for c in SNAP]
+                + [fmt(self.ratio(c, "dm-snapshot", job)) for c in ("v2", "v2-ordered")])
+                + " |")
         return out
 
     def sfs(self):
@@ -126,7 +153,8 @@ class Report:
                 continue
             rows.setdefault((s["config"], s["kind"]), []).append(s)
         for (cfg, kind), ss in sorted(rows.items(), key=lambda kv: (
-                (EXT4 + SFS).index(kv[0][0]), kv[0][1])):
+                (EXT4 + SFS).index(kv[0][0]), KINDS.index(kv[0][1]) if kv[0][1] in KINDS
+                else len(KINDS), kv[0][1])):
             blocks = med([s.get("blocks_saved", 0) for s in ss])
             out.append(f"| {LABEL[cfg]} | {kind} | {fmt(blocks) if cfg not in ('baseline', 'sfs', 'dm-snapshot') else ''} "
                        f"| {fmt(med([s['umount_s'] for s in ss if s['umount_s'] is not None]))} |")
@@ -218,11 +246,13 @@ class Report:
 
     def targets(self):
         t = {}
-        t["rand_first_ordered_vs_dm"] = [("V2 ordered", self.ratio("v2-ordered", "dm-snapshot",
-                                                                   "rand-first"))]
-        t["rewrite_vs_baseline"] = [(f"{LABEL[c]}, {j}", self.ratio(c, "baseline", j))
+        t["rand_first_ordered_vs_dm"] = [
+            (f"V2 ordered, {depth(j)}", self.ratio("v2-ordered", "dm-snapshot", j))
+            for j in ("rand-first", "qd1-rand-first")]
+        t["rewrite_vs_baseline"] = [(f"{LABEL[c]}, {job_label(j)}", self.ratio(c, "baseline", j))
                                     for c in ("v2", "v2-ordered")
-                                    for j in ("seq-rewrite", "rand-rewrite")]
+                                    for j in ("seq-rewrite", "rand-rewrite", "qd1-seq-rewrite",
+                                              "qd1-rand-rewrite")]
         t["rewrite_vs_baseline"] += [(f"{LABEL[c]}, {j}", self.ratio(c, "sfs", j, sfs=True))
                                      for c in ("sfs-v1", "sfs-v2")
                                      for j in ("seq-rewrite", "rand-rewrite")]
@@ -274,14 +304,22 @@ class Report:
             + ("on a loop device over a tmpfs file" if r.get("store_fs", "ext4") == "ext4"
                else "") + "; dm-snapshot: `snapshot-origin` + `snapshot … P 8` (persistent "
             "exceptions, 4 KiB chunks = bdsnap's block), COW on a loop device over a tmpfs file.",
-            f"- fio (libaio, O_DIRECT, `end_fsync=1`, job files in `bench/fio/`): seq = 1 MiB "
-            f"writes, iodepth 4, over {p['seq_mb']} MiB; rand = 4 KiB random writes, iodepth 16, "
+            f"- fio (O_DIRECT, `end_fsync=1`, one job, job files in `bench/fio/`): seq = 1 MiB "
+            f"writes, libaio iodepth 4, over {p['seq_mb']} MiB; rand = 4 KiB random writes, "
+            f"libaio iodepth 16, "
             f"over {p['rand_mb']} MiB, each block once; *first* = fresh session (new mount; a new "
             "dm snapshot), *rewrite* = the same blocks again in the same session; mixed = 70/30 "
             f"random read/write 4 KiB, iodepth 16, {p['mixed_io_mb']} MiB on a fresh session. "
             f"A sequential first pass (and mixed) stops after {p['seq_cap_s']} s, a random one "
             f"after {p['rand_cap_s']} s; a rewrite pass runs {p['rewrite_s']} s, time-based, over "
             "exactly the blocks its first pass wrote.",
+            *([] if "seq_qd1_mb" not in p else [
+                "- Queue depth 1 (`psync, qd 1`): the same seq and rand jobs with `ioengine=psync` "
+                "(one `pwrite` in flight), first touch and rewrite as above, over "
+                f"{p['seq_qd1_mb']} MiB and {p['rand_qd1_mb']} MiB, each in a fresh session of "
+                "its own after mixed (two more mount cycles per configuration; a random first "
+                f"pass stops after {p['rand_qd1_cap_s']} s). Beside the libaio jobs they compare "
+                "V2 ordered with dm-snapshot when a writer waits for each write."]),
             "- `held ≤` / `queue ≤`: the largest `writes_held` / `queue_depth` the module's LIST "
             "reported (sampled every 0.25 s); `backlog s`: how long the store still worked after "
             "a first pass ended (pre-images queued, non-ordered); the rewrite starts after it.",
@@ -355,41 +393,68 @@ class Report:
         return "\n".join(lines)
 
     def chart(self, png, title):
+        """Top: every ext4 job (each queue-depth-1 job beside its libaio one), ratio to no
+        snapshot; bottom left: V2 ordered / dm-snapshot at the libaio depth and at queue
+        depth 1 side by side; bottom right: singlefilefs."""
         gp = shutil.which("gnuplot")
         if not gp:
             return "gnuplot not found (apt-get install gnuplot-nox): chart skipped"
-        ext4 = "\n".join(f'"{j}" ' + " ".join(fmt(self.ratio(c, "baseline", j), 3)
-                                                if self.ratio(c, "baseline", j) is not None
-                                                else "NaN" for c in SNAP) for j in JOBS)
-        sfs = "\n".join(f'"{j}" ' + " ".join(fmt(self.ratio(c, "sfs", j, sfs=True), 3)
-                                               if self.ratio(c, "sfs", j, sfs=True) is not None
-                                               else "NaN" for c in ("sfs-v1", "sfs-v2"))
-                        for j in JOBS[:4])
+
+        def num(x):
+            return fmt(x, 3) if x is not None else "NaN"
+
+        def row(label, values, extra=""):
+            return f'"{label}" ' + " ".join(num(v) for v in values) + extra
+
+        jobs = self.measured_jobs() or JOBS
+        pairs = JOBS[:4]
+        ext4 = [row(base_job(j), [self.ratio(c, "baseline", j) for c in SNAP], f' "{depth(j)}"')
+                for j in jobs]
+        vs_dm = [row(j, [self.ratio("v2-ordered", "dm-snapshot", x) for x in (j, "qd1-" + j)])
+                 for j in pairs]
+        sfs = [row(j, [self.ratio(c, "sfs", j, sfs=True) for c in ("sfs-v1", "sfs-v2")])
+               for j in JOBS[:4]]
+        ext4, vs_dm, sfs = ("\n".join(rows) for rows in (ext4, vs_dm, sfs))
         script = f"""
-set terminal pngcairo size 1200,520 font "DejaVu Sans,10"
+set terminal pngcairo size 1400,1000 font "DejaVu Sans,10"
 set output "{png}"
 $ext4 << EOD
 {ext4}
 EOD
+$vsdm << EOD
+{vs_dm}
+EOD
 $sfs << EOD
 {sfs}
 EOD
-set multiplot layout 1,2 title "{title}" font ",12"
+set multiplot title "{title}" font ",12"
 set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set yrange [0:*]
 set grid ytics
-set key top left
+set key top left opaque
+set offsets 0, 0, graph 0.12, 0
+set size 1,0.48
+set origin 0,0.47
 set ylabel "throughput / no snapshot (median of runs)"
-set xtics rotate by -20
-set title "ext4: fio, ratio to no snapshot"
-set xrange [-0.6:{len(JOBS) - 0.4}]
+set title "ext4: fio, ratio to no snapshot (libaio at its queue depth; psync at queue depth 1)"
+set xrange [-0.6:{len(jobs) - 0.4}]
 plot 1 with lines lc rgb "black" dt 2 notitle, \\
-     $ext4 using 2:xtic(1) title "{LABEL['v2']}" lc rgb "#1f77b4", \\
+     $ext4 using 2:xtic(strcol(1)."\\n".strcol(5)) title "{LABEL['v2']}" lc rgb "#1f77b4", \\
      '' using 3 title "{LABEL['v2-ordered']}" lc rgb "#2ca02c", \\
      '' using 4 title "{LABEL['dm-snapshot']}" lc rgb "#d62728"
+set size 0.55,0.45
+set origin 0,0
+set title "ext4: bdsnap V2 ordered / dm-snapshot, by queue depth"
+set xrange [-0.6:{len(pairs) - 0.4}]
+set ylabel "V2 ordered / dm-snapshot (ratio of medians)"
+plot 1 with lines lc rgb "black" dt 2 notitle, \\
+     $vsdm using 2:xtic(strcol(1)) title "libaio (seq qd 4, rand qd 16)" lc rgb "#2ca02c", \\
+     '' using 3 title "psync, qd 1" lc rgb "#98df8a"
+set size 0.45,0.45
+set origin 0.55,0
 set title "singlefilefs: write loop, ratio to sfs alone"
 set xrange [-0.6:3.6]
 set ylabel "throughput / singlefilefs alone"
