@@ -113,7 +113,9 @@ test-all: deps
 	$(MAKE) test-debug
 
 # Host side: unit tests, the guest runner's own tests, a minute of fuzzing of
-# the store parser, three crash-and-restore runs of ordered mode. The debug
+# the store parser, three crash-and-restore runs of ordered mode, and one
+# crash of a rollback session and one of its rollback, each finished at the
+# next boot (tests/crash/test_rollback_crash.py). The debug
 # kernel's checker self-tests (~10 min) run in test-debug.
 test-host:
 	$(PYTEST) tests/unit tests/host --ignore=tests/host/test_debug_kernel.py
@@ -330,15 +332,17 @@ test-packages: deb
 # ---- issue 8: long fault tests and fuzzing -----------------------------------
 # make stress   20 crash runs on ordered sessions (each: crash the guest during
 #               writes, reboot, restore, compare on the host; ~25 s a run) plus 3
-#               non-ordered runs (reported only), then 8 writers for 2 minutes on
-#               an ordered and a plain session (~6 min): ~15 min in all
+#               non-ordered runs (reported only), 5 crashes each of a rollback
+#               session and of its rollback, then 8 writers for 2 minutes on
+#               an ordered and a plain session (~6 min): ~20 min in all
 # make fuzz     libFuzzer on libbdsnap's store parser for FUZZ_SECONDS (default
 #               1800); the corpus grows in build/fuzz/corpus
 .PHONY: stress fuzz
 
 stress: deps
 	$(MAKE) all
-	BDSNAP_CRASH_RUNS=20 BDSNAP_CRASH_PLAIN_RUNS=3 $(PYTEST) -v -s tests/crash
+	BDSNAP_CRASH_RUNS=20 BDSNAP_CRASH_PLAIN_RUNS=3 BDSNAP_ROLLBACK_CRASH_RUNS=5 \
+		$(PYTEST) -v -s tests/crash
 	$(VM) --name stress --timeout 1800 -- \
 		'BDSNAP_STRESS_SECONDS=120 $(PYTEST) -v -s -k concurrent tests/scenarios/test_faults.py'
 
@@ -348,8 +352,9 @@ fuzz: deps
 	BDSNAP_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PYTEST) -v -s tests/fuzz
 
 # ---- issue 9: benchmark -------------------------------------------------------
-# make bench   one guest boot (~16 min): fio on ext4 with no snapshot, bdsnap V2,
-#              V2 ordered and dm-snapshot; a write loop on singlefilefs alone, with
+# make bench   one guest boot (~20 min): fio on ext4 with no snapshot, bdsnap V2,
+#              V2 ordered and dm-snapshot, at the libaio jobs' queue depths and at
+#              queue depth 1 (psync); a write loop on singlefilefs alone, with
 #              V1 and with V2; store size, restore vs dd, kernel memory. Writes
 #              bench/results/<date>.md and .png (bench/report.py; gnuplot-nox is
 #              installed here, only `make bench` needs it). The smoke variant runs
@@ -361,7 +366,7 @@ bench: deps
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends gnuplot-nox; }
 	$(MAKE) all
-	$(VM) --name bench --mem 3072 --timeout 1500 -- \
+	$(VM) --name bench --mem 3072 --timeout 2400 -- \
 		'$(PY) bench/bench.py --profile full --out /results'
 	$(PY) bench/report.py build/vm-results/bench/bench.json --out bench/results
 
@@ -376,7 +381,7 @@ bench: deps
 #   make test-debug        every scenario on it (~100 min; `make test-all` runs it,
 #                          `make test` does not: beside the three kernels it does not
 #                          fit in CI's 90 minutes)
-#   make test-debug-smoke  the debug_smoke subset (29 scenarios in
+#   make test-debug-smoke  the debug_smoke subset (30 scenarios in
 #                          tests/scenarios/conftest.py, ~35 min) on it, if the kernel is cached or
 #                          BDSNAP_DEBUG_KERNEL=1 (then it waits for a build in
 #                          progress, or builds); otherwise it says so and passes

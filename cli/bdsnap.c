@@ -14,9 +14,13 @@
  *      missing a later session without --force (nothing was written);
  *      delete: an open session, or one an older session needs, without
  *      --force; load: already loaded; unload: a session open, or devices
- *      activated without --force
+ *      activated without --force; rollback: the device mounted or being
+ *      rolled back by the module
  *   5  load: the module file is missing or built for another kernel
  *   6  load, unload, prune: the configuration or password file is unusable
+ * A device whose unfinished rollback cannot be finished makes rollback and
+ * load --config exit as restore would (1, 3 or 4); load leaves that device
+ * deactivated and activates the others.
  */
 #include <err.h>
 #include <errno.h>
@@ -39,7 +43,7 @@ enum opt {
 	OPT_TRACKER = 256, OPT_ORDERED, OPT_VIA, OPT_PASSFILE, OPT_PASSFD, OPT_STORE,
 	OPT_JSON, OPT_TO, OPT_FROM, OPT_DRY_RUN, OPT_FORCE, OPT_NO_SYSCALLS, OPT_CONFIG,
 	OPT_WAIT, OPT_MODULE, OPT_OUTPUT, OPT_NOHEADINGS, OPT_RAW, OPT_BYTES, OPT_YES,
-	OPT_KEEP, OPT_MAX_SIZE,
+	OPT_KEEP, OPT_MAX_SIZE, OPT_ROLLBACK, OPT_KEEP_ROLLED_BACK,
 };
 #define O(x)	(1U << ((x) - OPT_TRACKER))
 #define LISTING	(O(OPT_JSON) | O(OPT_OUTPUT) | O(OPT_NOHEADINGS) | O(OPT_RAW) | O(OPT_BYTES))
@@ -54,6 +58,7 @@ static const struct option longopts[] = {
 	{ "help", no_argument, NULL, 'h' },
 	{ "tracker", required_argument, NULL, OPT_TRACKER },
 	{ "ordered", no_argument, NULL, OPT_ORDERED },
+	{ "rollback", no_argument, NULL, OPT_ROLLBACK },
 	{ "via", required_argument, NULL, OPT_VIA },
 	{ "passfile", required_argument, NULL, OPT_PASSFILE },
 	{ "password-fd", required_argument, NULL, OPT_PASSFD },
@@ -88,7 +93,8 @@ static const struct { char c; enum opt opt; } short_of[] = {
 /* Indexed by enum value, so the tables double as parsers and printers. */
 static const char *const tracker_names[] = { "default", "bio", "vfs" };
 static const char *const via_names[] = { "auto", "ioctl", "syscall" };
-static const char *const live_state_names[] = { "none", "open", "incomplete" };
+static const char *const live_state_names[] = { "none", "open", "incomplete", "rolling-back",
+						"rollback-failed" };
 
 struct command {
 	const char *name;
@@ -183,14 +189,22 @@ static void command_help(const struct command *cmd)
 
 static void parse_args(const struct command *cmd, int argc, char **argv, struct args *a)
 {
+	struct option opts[ARRAY_SIZE(longopts)];
 	int c, idx = -1;
 	size_t i;
 
+	/* --keep: a number of sessions to prune, a flag of activate --rollback. */
+	memcpy(opts, longopts, sizeof(opts));
+	for (i = 0; i < ARRAY_SIZE(opts); i++)
+		if (opts[i].val == OPT_KEEP && (cmd->opts & O(OPT_KEEP_ROLLED_BACK))) {
+			opts[i].has_arg = no_argument;
+			opts[i].val = OPT_KEEP_ROLLED_BACK;
+		}
 	*a = (struct args){ .store = DEFAULT_STORE, .passfd = -1,
 			    .keep = BDSNAP_OPTS_INIT(a->keep) };
 	opterr = 0;
 	optind = 0;	/* re-initialise getopt: permute, command name is argv[0] */
-	while ((c = getopt_long(argc, argv, shortopts, longopts, &idx)) != -1) {
+	while ((c = getopt_long(argc, argv, shortopts, opts, &idx)) != -1) {
 		if (c == 'h') {
 			command_help(cmd);
 			exit(EXIT_SUCCESS);
@@ -210,6 +224,13 @@ static void parse_args(const struct command *cmd, int argc, char **argv, struct 
 			break;
 		case OPT_ORDERED:
 			a->flags |= BDSNAP_ACT_ORDERED;
+			break;
+		case OPT_ROLLBACK:
+			/* A crash must leave the pre-images durable: the rollback is finished from them. */
+			a->flags |= BDSNAP_ACT_ROLLBACK | BDSNAP_ACT_ORDERED;
+			break;
+		case OPT_KEEP_ROLLED_BACK:
+			a->flags |= BDSNAP_ACT_KEEP;
 			break;
 		case OPT_VIA:
 			a->via = pick("via", optarg, via_names, 3);
@@ -280,6 +301,11 @@ static void parse_args(const struct command *cmd, int argc, char **argv, struct 
 		usage_error("%s: --wait applies to --config", cmd->name);
 	if (a->passfile && a->passfd >= 0)
 		usage_error("%s: --passfile and --password-fd exclude each other", cmd->name);
+	if ((a->flags & BDSNAP_ACT_KEEP) && !(a->flags & BDSNAP_ACT_ROLLBACK))
+		usage_error("%s: --keep needs --rollback (it keeps the rolled-back sessions)",
+			    cmd->name);
+	if ((a->flags & BDSNAP_ACT_ROLLBACK) && a->tracker == BDSNAP_TRACKER_VFS)
+		usage_error("%s: --rollback needs the bio tracker", cmd->name);
 	a->pos = argv + optind;
 	a->npos = argc - optind;
 	if (a->npos < cmd->min_args)
@@ -303,7 +329,7 @@ const char *ctl_hint(int err)
 	case EPERM:	return " (needs CAP_SYS_ADMIN)";
 	case EEXIST:	return " (already activated)";
 	case ENODEV:	return " (not activated)";
-	case EBUSY:	return " (a session is open: unmount the device first)";
+	case EBUSY:	return " (a session is open, or being rolled back: unmount the device first)";
 	case ENOTBLK:	return " (neither a block device nor an image file)";
 	case EXDEV:	return " (the store is on this device)";
 	default:	return "";
@@ -316,7 +342,7 @@ static int no_module(int err)
 	if (err == -ENOSYS)
 		warnx("syscalls: not published (usctm not loaded): use --via ioctl");
 	else if (err == -EOPNOTSUPP)
-		warnx("syscalls: cannot carry --tracker or --ordered: use --via ioctl");
+		warnx("syscalls: cannot carry --tracker, --ordered or --rollback: use --via ioctl");
 	else
 		warnx("/dev/%s: %s (is the bdsnap module loaded?)", BDSNAP_CTL_NAME, strerror(-err));
 	return EXIT_ERROR;
@@ -352,17 +378,21 @@ static int cmd_control(const struct args *a, const char *name)
 	return EXIT_SUCCESS;
 }
 
-enum { D_PATH, D_KEY, D_DEV, D_TRACKER, D_ORDERED, D_STATE, D_DEVNAME, D_SESSION, D_SESSIONS,
-       D_BLOCKS, D_RAW, D_STORED, D_RATIO, D_QUEUE, D_HELD, D_ERRORS };
+enum { D_PATH, D_KEY, D_DEV, D_TRACKER, D_ORDERED, D_MODE, D_STATE, D_DEVNAME, D_SESSION,
+       D_SESSIONS, D_BLOCKS, D_RAW, D_STORED, D_RATIO, D_QUEUE, D_HELD, D_ERRORS };
 static const struct out_col device_cols[] = {
 	[D_PATH] = { "PATH", OUT_STR, 0, "the device or image file, as activated" },
 	[D_KEY] = { "KEY", OUT_STR, 0, "matched by: bdev (device number) or file (image inode)" },
 	[D_DEV] = { "DEV", OUT_STR, 0, "major:minor of the device" },
 	[D_TRACKER] = { "TRACKER", OUT_STR, 0, "bio (V2) or vfs (V1)" },
 	[D_ORDERED] = { "ORDERED", OUT_BOOL, 0, "writes wait for durable pre-images" },
-	[D_STATE] = { "STATE", OUT_STR, 0, "session: none, open or incomplete" },
+	[D_MODE] = { "MODE", OUT_STR, 0,
+		     "plain, ordered, rollback (each session undone at unmount), rollback+keep" },
+	[D_STATE] = { "STATE", OUT_STR, 0,
+		      "session: none, open, incomplete, rolling-back or rollback-failed" },
 	[D_DEVNAME] = { "DEVNAME", OUT_STR, 0, "kernel name of the mounted device" },
-	[D_SESSION] = { "SESSION", OUT_STR, 0, "the open session's name" },
+	[D_SESSION] = { "SESSION", OUT_STR, 0,
+			"the open session, or the one rolled back (or whose rollback failed)" },
 	[D_SESSIONS] = { "SESSIONS", OUT_NUM, 0, "sessions since activation" },
 	[D_BLOCKS] = { "BLOCKS_SAVED", OUT_NUM, 0, "pre-images saved in the open session" },
 	[D_RAW] = { "BYTES_RAW", OUT_SIZE, 0, "their size before compression" },
@@ -372,6 +402,14 @@ static const struct out_col device_cols[] = {
 	[D_HELD] = { "WRITES_HELD", OUT_NUM, 0, "writes waiting for a pre-image" },
 	[D_ERRORS] = { "ERRORS", OUT_NUM, 0, "read or store errors" },
 };
+
+/* What the activation flags make of each session. */
+static const char *mode_of(unsigned int flags)
+{
+	if (flags & BDSNAP_ACT_ROLLBACK)
+		return flags & BDSNAP_ACT_KEEP ? "rollback+keep" : "rollback";
+	return flags & BDSNAP_ACT_ORDERED ? "ordered" : "plain";
+}
 
 static void devices_help(FILE *f)
 {
@@ -395,7 +433,7 @@ static int cmd_status(const struct args *a, const char *name)
 		return EXIT_SUCCESS;
 	}
 	tables[1] = t = out_table_new(&a->fmt, "devices", device_cols, ARRAY_SIZE(device_cols),
-				      "PATH,TRACKER,ORDERED,STATE,SESSION,BLOCKS_SAVED,"
+				      "PATH,TRACKER,MODE,STATE,SESSION,BLOCKS_SAVED,"
 				      "BYTES_STORED,ERRORS", false, true);
 	rc = bdsnap_list(&v, &n);
 	if (rc < 0)
@@ -409,7 +447,9 @@ static int cmd_status(const struct args *a, const char *name)
 		out_str(t, D_DEV, v[i].dev ? dev : NULL);
 		out_str(t, D_TRACKER, name_of(tracker_names, 3, v[i].tracker));
 		out_bool(t, D_ORDERED, !!(v[i].flags & BDSNAP_ACT_ORDERED));
-		out_str(t, D_STATE, name_of(live_state_names, 3, v[i].session_state));
+		out_str(t, D_MODE, mode_of(v[i].flags));
+		out_str(t, D_STATE, name_of(live_state_names, ARRAY_SIZE(live_state_names),
+					    v[i].session_state));
 		out_str(t, D_DEVNAME, v[i].devname[0] ? v[i].devname : NULL);
 		out_str(t, D_SESSION, v[i].session[0] ? v[i].session : NULL);
 		out_u64(t, D_SESSIONS, v[i].sessions);
@@ -432,11 +472,12 @@ static int cmd_status(const struct args *a, const char *name)
 #define LISTING_OPTS	"[-o COLUMNS] [-n] [-r] [-J] [-b]"
 static const struct command commands[] = {
 	{ "activate", cmd_control,
-	  "DEV [--tracker bio|vfs] [--ordered] [--via auto|ioctl|syscall]\n"
-	  "      " PASSWORD_OPTS,
-	  "Snapshot DEV (a block device or loop image file) at its next mounts.",
-	  O(OPT_TRACKER) | O(OPT_ORDERED) | O(OPT_VIA) | O(OPT_PASSFILE) | O(OPT_PASSFD), 1, 1,
-	  NULL },
+	  "DEV [--tracker bio|vfs] [--ordered | --rollback [--keep]]\n"
+	  "      [--via auto|ioctl|syscall] " PASSWORD_OPTS,
+	  "Snapshot DEV (a block device or loop image file) at its next mounts;\n"
+	  "      --rollback: undo each session at its unmount (--keep: keep the sessions).",
+	  O(OPT_TRACKER) | O(OPT_ORDERED) | O(OPT_ROLLBACK) | O(OPT_KEEP_ROLLED_BACK) | O(OPT_VIA) |
+	  O(OPT_PASSFILE) | O(OPT_PASSFD), 1, 1, NULL },
 	{ "deactivate", cmd_control, "DEV [--via auto|ioctl|syscall] " PASSWORD_OPTS,
 	  "Stop snapshotting DEV (unmount it first).",
 	  O(OPT_VIA) | O(OPT_PASSFILE) | O(OPT_PASSFD), 1, 1, NULL },
@@ -444,7 +485,8 @@ static const struct command commands[] = {
 	  "[--from DIR] [--no-syscalls] [--config FILE [--wait SEC]] [--dry-run]\n"
 	  "      " PASSWORD_OPTS,
 	  "Load bdsnap.ko (usctm.ko first), installed or from build tree DIR;\n"
-	  "      then activate the devices of FILE (password: " BDSNAP_PASSFILE_PATH ").",
+	  "      then activate the devices of FILE (password: " BDSNAP_PASSFILE_PATH "),\n"
+	  "      finishing first the rollbacks a crash left undone (rollback= devices).",
 	  O(OPT_FROM) | O(OPT_NO_SYSCALLS) | O(OPT_CONFIG) | O(OPT_WAIT) | O(OPT_DRY_RUN) |
 	  O(OPT_PASSFILE) | O(OPT_PASSFD), 0, 0, NULL },
 	{ "unload", cmd_unload, "[-f|--force] " PASSWORD_OPTS,
@@ -498,6 +540,10 @@ static const struct command commands[] = {
 	  "      (default: keep= and max_size= of " BDSNAP_CONF_PATH ").",
 	  O(OPT_KEEP) | O(OPT_MAX_SIZE) | O(OPT_CONFIG) | O(OPT_DRY_RUN) | O(OPT_STORE) |
 	  O(OPT_JSON), 0, 0, NULL },
+	{ "rollback", cmd_rollback, "[DEV] [--dry-run] [-s|--store DIR] [-J]",
+	  "Finish the rollbacks of rollback mode a crash left undone, of DEV or\n"
+	  "      of every device: restore the device, then mark or delete the sessions.",
+	  O(OPT_DRY_RUN) | O(OPT_STORE) | O(OPT_JSON), 0, 1, NULL },
 	{ NULL, NULL, NULL, NULL, 0, 0, 0, NULL },
 };
 

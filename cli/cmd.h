@@ -66,6 +66,15 @@ int cmd_mount(const struct args *a, const char *name);
 int cmd_delete(const struct args *a, const char *name);
 int cmd_prune(const struct args *a, const char *name);
 
+/* rollback.c: finishing the rollbacks a crash left undone */
+int cmd_rollback(const struct args *a, const char *name);
+/*
+ * rollback_config_device() - load --config: finish @dev's unfinished
+ * rollbacks in @store before it is activated, one line per session; the
+ * exit status (0: done, or nothing to do; a failure was reported).
+ */
+int rollback_config_device(const char *store, const char *dev, bool dry);
+
 /* load.c */
 int cmd_load(const struct args *a, const char *name);
 int cmd_unload(const struct args *a, const char *name);

@@ -163,11 +163,45 @@ static void print_loaded(const struct bdsnap_load_report *r, bool dry)
 }
 
 /*
- * Activate every configured device.  On a failure, undo what this call did
- * (its activations, and the modules it loaded): nothing is left half-loaded.
+ * Finish the rollbacks a crash left undone of the configured devices in
+ * rollback mode, before any device is activated: at boot nothing mounts
+ * them meanwhile.  A device whose rollback cannot be finished is marked in
+ * @skip (NULL: a dry run) and is not activated, so that the failure is
+ * seen.  The exit status of the first failure.
+ */
+static int finish_rollbacks(const struct bdsnap_conf_dev *d, size_t n, bool *skip)
+{
+	struct bdsnap_module_state st;
+	const char *store = DEFAULT_STORE;
+	int rc, ret = EXIT_SUCCESS;
+	size_t i;
+
+	/* The module's store_dir (modprobe.d may move it); before it is loaded, the default. */
+	if (bdsnap_module_state(&st) == 0 && st.store_dir[0])
+		store = st.store_dir;
+	for (i = 0; i < n; i++) {
+		if (!(d[i].flags & BDSNAP_ACT_ROLLBACK))
+			continue;
+		rc = rollback_config_device(store, d[i].path, !skip);
+		if (!rc)
+			continue;
+		warnx("load: %s: %s activated: a rollback is unfinished (bdsnap rollback %s)",
+		      d[i].path, skip ? "not" : "would not be", d[i].path);
+		if (skip)
+			skip[i] = true;
+		if (!ret)
+			ret = rc;
+	}
+	return ret;
+}
+
+/*
+ * Activate every configured device but those in @skip.  On a failure, undo
+ * what this call did (its activations, and the modules it loaded): nothing
+ * is left half-loaded.
  */
 static int activate_all(const struct args *a, const struct bdsnap_conf_dev *d, size_t n,
-			const char *pw, unsigned int loaded)
+			const bool *skip, const char *pw, unsigned int loaded)
 {
 	bool *mine = calloc(n ? n : 1, sizeof(*mine));
 	size_t i, j;
@@ -176,6 +210,8 @@ static int activate_all(const struct args *a, const struct bdsnap_conf_dev *d, s
 	if (!mine)
 		errx(EXIT_ERROR, "out of memory");
 	for (i = 0; i < n; i++) {
+		if (skip[i])
+			continue;
 		rc = bdsnap_activate(d[i].path, pw, d[i].tracker, d[i].flags, BDSNAP_VIA_IOCTL);
 		if (rc == -EEXIST && !(loaded & BDSNAP_MOD_BDSNAP)) {
 			printf("%s: already activated\n", d[i].path);
@@ -184,8 +220,10 @@ static int activate_all(const struct args *a, const struct bdsnap_conf_dev *d, s
 		if (rc < 0)
 			break;
 		mine[i] = true;
-		printf("activated %s (tracker %s%s)\n", d[i].path, tracker_word(d[i].tracker),
-		       d[i].flags & BDSNAP_ACT_ORDERED ? ", ordered" : "");
+		printf("activated %s (tracker %s%s%s%s)\n", d[i].path, tracker_word(d[i].tracker),
+		       d[i].flags & BDSNAP_ACT_ORDERED ? ", ordered" : "",
+		       d[i].flags & BDSNAP_ACT_ROLLBACK ? ", rollback" : "",
+		       d[i].flags & BDSNAP_ACT_KEEP ? ", keep" : "");
 	}
 	if (i < n) {
 		warnx("%s:%u: activate %s: %s%s", a->config, d[i].line, d[i].path, strerror(-rc),
@@ -209,9 +247,9 @@ int cmd_load(const struct args *a, const char *name)
 	struct bdsnap_load_report r;
 	const char *passfile = a->passfile, *creds = secure_getenv("CREDENTIALS_DIRECTORY");
 	char pw[BDSNAP_PASSWORD_MAX] = "unread", *credential = NULL;
-	bool typed, loaded_before = false;
+	bool typed, loaded_before = false, *skip = NULL;
 	size_t n = 0;
-	int rc, ret = EXIT_SUCCESS;
+	int rc, unfinished, ret = EXIT_SUCCESS;
 
 	(void)name;
 	o.from = a->from;
@@ -249,6 +287,7 @@ int cmd_load(const struct args *a, const char *name)
 	if (a->dry_run) {
 		if (!loaded_before)
 			print_loaded(&r, true);
+		ret = finish_rollbacks(devs, n, NULL);
 		goto out;
 	}
 	if (typed && read_password(NULL, -1, pw, sizeof(pw))) {
@@ -264,8 +303,15 @@ int cmd_load(const struct args *a, const char *name)
 		}
 		print_loaded(&r, false);
 	}
-	ret = activate_all(a, devs, n, pw, r.loaded);
+	skip = calloc(n ? n : 1, sizeof(*skip));
+	if (!skip)
+		errx(EXIT_ERROR, "out of memory");
+	unfinished = finish_rollbacks(devs, n, skip);
+	ret = activate_all(a, devs, n, skip, pw, r.loaded);
+	if (ret == EXIT_SUCCESS)
+		ret = unfinished;
 out:
+	free(skip);
 	explicit_bzero(pw, sizeof(pw));
 	bdsnap_conf_free(devs, n);
 	free(credential);

@@ -13,7 +13,7 @@
 enum { S_NAME, S_DIR, S_UUID, S_PATH, S_DEVNAME, S_TRACKER, S_ORDERED, S_START, S_END, S_STATE,
        S_RESTORABLE, S_NOTE, S_FORMAT, S_DEVICE_SIZE, S_BLOCK_SIZE, S_BLOCKS, S_RAW, S_STORED,
        S_RATIO, S_ERRORS, S_FS_TYPE, S_FS_UUID, S_IMAGE_DEV, S_IMAGE_INO, S_END_SAMPLE,
-       S_END_SHA256 };
+       S_END_SHA256, S_ROLLBACK, S_ROLLED_BACK };
 static const struct out_col session_cols[] = {
 	[S_NAME] = { "NAME", OUT_STR, 0, "session name: devname_start" },
 	[S_DIR] = { "DIR", OUT_STR, 0, "session directory" },
@@ -41,6 +41,9 @@ static const struct out_col session_cols[] = {
 	[S_IMAGE_INO] = { "IMAGE_INO", OUT_NUM, 0, "image file's inode" },
 	[S_END_SAMPLE] = { "END_SAMPLE", OUT_NUM, 0, "blocks the end fingerprint covers" },
 	[S_END_SHA256] = { "END_SHA256", OUT_STR, 0, "fingerprint of the device at the end" },
+	[S_ROLLBACK] = { "ROLLBACK", OUT_STR, 0,
+			 "rollback mode: pending, rolled-back or failed: why" },
+	[S_ROLLED_BACK] = { "ROLLED_BACK", OUT_STR, 0, "UTC time of the rollback (kept sessions)" },
 };
 #define SESSIONS_DEFAULT	"NAME,DEVNAME,START,STATE,BLOCKS_SAVED,BYTES_STORED"
 
@@ -78,11 +81,34 @@ static bool restorable(const struct bdsnap_session *s, const char **why)
 	}
 }
 
+/*
+ * A session of rollback mode: pending until the kernel (or bdsnap
+ * rollback) rolled it back, or failed to (meta rollback_error=, an errno).
+ * NULL for the other modes.
+ */
+static const char *rollback_word(const struct bdsnap_session *s, char *buf, size_t len)
+{
+	const char *mode = bdsnap_session_meta(s, "rollback");
+	const char *error = bdsnap_session_meta(s, "rollback_error");
+	long err;
+
+	if (!mode || strcmp(mode, "yes"))
+		return NULL;
+	if (bdsnap_session_meta(s, "rolled_back"))
+		return "rolled-back";
+	if (!error)
+		return "pending";
+	err = strtol(error, NULL, 10);
+	snprintf(buf, len, "failed: %s", err < 0 ? strerror(-err) : error);
+	return buf;
+}
+
 static void session_row(struct out_table *t, const struct bdsnap_session *s)
 {
 	const struct bdsnap_session_info *in = bdsnap_session_info(s);
 	const char *why;
 	bool ok = restorable(s, &why);
+	char failed[96];
 
 	out_row(t);
 	out_str(t, S_NAME, in->name);
@@ -111,6 +137,8 @@ static void session_row(struct out_table *t, const struct bdsnap_session *s)
 	out_u64(t, S_IMAGE_INO, in->image_ino);
 	out_u64(t, S_END_SAMPLE, in->end_sample);
 	out_str(t, S_END_SHA256, in->end_sha256);
+	out_str(t, S_ROLLBACK, rollback_word(s, failed, sizeof(failed)));
+	out_str(t, S_ROLLED_BACK, bdsnap_session_meta(s, "rolled_back"));
 }
 
 struct bdsnap_session *open_session(const struct args *a, const char *arg)
@@ -171,7 +199,7 @@ int cmd_show(const struct args *a, const char *name)
 {
 	struct bdsnap_session *s;
 	struct out_table *t;
-	char all[512] = "";
+	char all[1024] = "";
 	size_t i;
 
 	(void)name;

@@ -195,7 +195,8 @@ int bdsnap_module_state(struct bdsnap_module_state *st);
 #define BDSNAP_PASSFILE_PATH	"/etc/bdsnap/password"
 
 /*
- * One device to activate: a line "PATH [tracker=bio|vfs] [ordered=yes|no]".
+ * One device to activate: a line
+ * "PATH [tracker=bio|vfs] [ordered=yes|no] [rollback=no|yes|keep]".
  * @path: absolute, as written.  @tracker: enum bdsnap_tracker.
  * @flags: BDSNAP_ACT_*.  @line: its line number.
  */
@@ -223,8 +224,10 @@ struct bdsnap_conf_error {
  * '#' starts a comment (at the start of a line or after blanks); blank
  * lines are skipped; words are separated by blanks.  Each line names one
  * device by absolute path, then keys: tracker=bio|vfs (default: the
- * module's default tracker), ordered=yes|no (default no).  A device listed
- * twice, a key given twice or an unknown key is an error.
+ * module's default tracker), ordered=yes|no (default no), rollback=no|yes|keep
+ * (default no; yes: BDSNAP_ACT_ROLLBACK and BDSNAP_ACT_ORDERED, keep: and
+ * BDSNAP_ACT_KEEP).  A device listed twice, a key given twice, an unknown
+ * key, and rollback with ordered=no or tracker=vfs are errors.
  * @out: malloc'ed array (NULL when @count is 0), freed by bdsnap_conf_free().
  * @err: may be NULL.
  * Return: 0; -EINVAL syntax (@err says where); -ENOMEM.
@@ -614,6 +617,107 @@ int bdsnap_chain_restore(struct bdsnap_session *s, struct bdsnap_session *const 
 int bdsnap_chain_export(struct bdsnap_session *s, struct bdsnap_session *const *later,
 			size_t nlater, const char *source, const char *target,
 			const struct bdsnap_restore_opts *opts, struct bdsnap_chain_report *report);
+
+/* ---- rollback mode: finishing the rollbacks a crash left undone ---- */
+
+/*
+ * A device activated with BDSNAP_ACT_ROLLBACK has each session rolled back
+ * by the kernel at unmount, which then appends "rolled_back=<time>" to the
+ * session's meta (keep=yes) or deletes the session (keep=no).  A session
+ * whose meta says rollback=yes and that is neither was interrupted: the
+ * machine stopped while the device was mounted or while the kernel wrote
+ * the pre-images back, or that write failed (rollback_error=).  Rollback
+ * implies ordered mode, so its pre-images are durable and restoring its
+ * chain finishes the job.
+ */
+
+/* struct bdsnap_rollback_opts.flags */
+#define BDSNAP_ROLLBACK_DRY_RUN	(1U << 0)	/* verify and check, write and mark nothing */
+
+/*
+ * struct bdsnap_rollback_session - one unfinished rollback session.
+ * @session: the session (valid during the callback).
+ * @blocks: its pre-images written (in a dry run, to write); 0 for one
+ *	without its log ("blocks"), which has nothing to write back: in
+ *	ordered mode no write reaches the device before its pre-image is in
+ *	the log (a crash while the kernel deleted the session leaves this).
+ * @keep: it is marked rolled_back= rather than deleted: its meta does
+ *	not say keep=no, or a later session of its device stays in the store
+ *	(whose pre-images carry this session's changes: the chains of older
+ *	sessions need it).
+ * @done: it was marked or deleted.
+ */
+struct bdsnap_rollback_session {
+	struct bdsnap_session *session;
+	uint64_t blocks;
+	int keep;
+	int done;
+};
+
+/*
+ * struct bdsnap_rollback_result - one device's unfinished rollback.
+ * @path: the device (its sessions' meta path), the restore's target.
+ * @sessions, @count: its unfinished rollback sessions, oldest first.
+ * @error: 0 when every session was finished (or would be, in a dry run),
+ *	else why not (-errno, as bdsnap_rollback_finish() returns it).
+ * @refused: on a refusal, a short static reason; nothing was written.
+ * @chain: the restore's report (also the reasons of bdsnap_chain_restore()).
+ */
+struct bdsnap_rollback_result {
+	const char *path;
+	const struct bdsnap_rollback_session *sessions;
+	size_t count;
+	int error;
+	const char *refused;
+	const struct bdsnap_chain_report *chain;
+};
+
+/* Called once per device, after its rollback was finished, or failed. */
+typedef void (*bdsnap_rollback_fn)(void *ctx, const struct bdsnap_rollback_result *result);
+
+/*
+ * struct bdsnap_rollback_opts - options of bdsnap_rollback_finish().
+ * @size: see BDSNAP_OPTS_INIT.
+ * @flags: BDSNAP_ROLLBACK_*.
+ * @progress: each device's restore, from 0 again; may be NULL.
+ * @result: may be NULL.  Both are called with @ctx.
+ */
+struct bdsnap_rollback_opts {
+	uint32_t size;
+	unsigned int flags;
+	bdsnap_progress_fn progress;
+	bdsnap_rollback_fn result;
+	void *ctx;
+};
+
+/*
+ * bdsnap_rollback_finish() - finish every unfinished rollback of @dev, or
+ * of every device when @dev is NULL, found in @store_dir.
+ * @dev: matched against the sessions' meta path: the same string, or the
+ *	same device or file (so a /dev/disk/by-* name finds its sessions).
+ *
+ * Per device: refused (-EBUSY) while the module lists it with a session
+ * open or its rollback running (the session the module lists is not
+ * unfinished: it is under way); otherwise the chain of its OLDEST
+ * unfinished session (that session and every later one of the device,
+ * whatever their mode) is restored onto the device as
+ * bdsnap_chain_restore() does, every check included, except that the
+ * device's end fingerprint is not compared, nor the chain cut: the device
+ * may hold part of the pre-images already.  Its size and file system UUID
+ * still are.  Then the unfinished sessions are marked or deleted, the
+ * newest first: were a crash to leave a later one unfinished and an
+ * earlier one marked, the next call would roll the device back only to the
+ * later one's start.  A failure stops that device, not the others.
+ * @opts: may be NULL.
+ * Return: the number of sessions finished (in a dry run, that would be);
+ * else the first device's error: -EBUSY the device is mounted, in use or
+ * being rolled back; -EINVAL no @store_dir, or @opts of a size this
+ * library cannot take; -ENOENT no such @store_dir; else as
+ * bdsnap_chain_restore() (-EBADMSG, -ENODATA, -EMEDIUMTYPE, ...), or of
+ * bdsnap_session_delete() and of appending to meta.
+ */
+int bdsnap_rollback_finish(const char *store_dir, const char *dev,
+			   const struct bdsnap_rollback_opts *opts);
 
 /*
  * A view: the device as it was before a session's mount, read while the

@@ -41,35 +41,70 @@ static int word_index(const char *val, size_t len, const char *const *words, int
 	return -1;
 }
 
+/* The keys of a device line, and the words each takes (a value's index is its meaning). */
+enum { KEY_TRACKER, KEY_ORDERED, KEY_ROLLBACK };
 static const char *const tracker_words[] = { "bio", "vfs" };
 static const char *const yesno_words[] = { "no", "yes" };
+static const char *const rollback_words[] = { "no", "yes", "keep" };
+#define ROLLBACK_KEEP	2	/* rollback_words[] */
+static const char *const key_words[] = {
+	[KEY_TRACKER] = "tracker", [KEY_ORDERED] = "ordered", [KEY_ROLLBACK] = "rollback",
+};
+static const struct {
+	const char *const *words;
+	int n;
+	const char *unknown;
+} key_values[] = {
+	[KEY_TRACKER] = { tracker_words, 2, "unknown value (bio or vfs)" },
+	[KEY_ORDERED] = { yesno_words, 2, "unknown value (yes or no)" },
+	[KEY_ROLLBACK] = { rollback_words, 3, "unknown value (no, yes or keep)" },
+};
 
 /* One "key=value" word of line @line: applied to @d, or an error. */
 static int conf_key(struct bdsnap_conf_dev *d, unsigned int *seen, const char *w, size_t wl,
 		    unsigned int line, struct bdsnap_conf_error *err)
 {
-	static const char *const keys[] = { "tracker", "ordered" };
 	const char *eq = memchr(w, '=', wl);
 	size_t kl = eq ? (size_t)(eq - w) : wl;
 	int k, v;
 
-	k = word_index(w, kl, keys, 2);
+	k = word_index(w, kl, key_words, 3);
 	if (k < 0)
-		return conf_err(err, line, w, kl, "unknown key (known: tracker, ordered)", -EINVAL);
+		return conf_err(err, line, w, kl, "unknown key (known: tracker, ordered, rollback)",
+				-EINVAL);
 	if (!eq)
 		return conf_err(err, line, w, wl, "missing '=value'", -EINVAL);
 	if (*seen & (1U << k))
 		return conf_err(err, line, w, kl, "key given twice", -EINVAL);
 	*seen |= 1U << k;
-	v = word_index(eq + 1, wl - kl - 1, k ? yesno_words : tracker_words, 2);
+	v = word_index(eq + 1, wl - kl - 1, key_values[k].words, key_values[k].n);
 	if (v < 0)
-		return conf_err(err, line, w, wl,
-				k ? "unknown value (yes or no)" : "unknown value (bio or vfs)",
-				-EINVAL);
-	if (k == 0)
+		return conf_err(err, line, w, wl, key_values[k].unknown, -EINVAL);
+	if (k == KEY_TRACKER)
 		d->tracker = v ? BDSNAP_TRACKER_VFS : BDSNAP_TRACKER_BIO;
-	else if (v)
+	else if (k == KEY_ORDERED && v)
 		d->flags |= BDSNAP_ACT_ORDERED;
+	else if (k == KEY_ROLLBACK && v)
+		d->flags |= BDSNAP_ACT_ROLLBACK | (v == ROLLBACK_KEEP ? BDSNAP_ACT_KEEP : 0);
+	return 0;
+}
+
+/*
+ * The keys of a device line, together: rollback implies ordered (a crash
+ * must leave the pre-images durable), so it takes ordered=yes or no
+ * ordered= at all, and the bio tracker, which the kernel demands too.
+ */
+static int conf_keys_agree(struct bdsnap_conf_dev *d, unsigned int seen, unsigned int line,
+			   struct bdsnap_conf_error *err)
+{
+	if (!(d->flags & BDSNAP_ACT_ROLLBACK))
+		return 0;
+	if ((seen & (1U << KEY_ORDERED)) && !(d->flags & BDSNAP_ACT_ORDERED))
+		return conf_err(err, line, "ordered=no", 10, "rollback needs ordered", -EINVAL);
+	if (d->tracker == BDSNAP_TRACKER_VFS)
+		return conf_err(err, line, "tracker=vfs", 11, "rollback needs the bio tracker",
+				-EINVAL);
+	d->flags |= BDSNAP_ACT_ORDERED;
 	return 0;
 }
 
@@ -168,6 +203,9 @@ static int conf_line(const char *p, const char *end, unsigned int ln, struct con
 	}
 	if (!d.path)
 		return 0;
+	rc = conf_keys_agree(&d, seen, ln, err);
+	if (rc < 0)
+		goto fail;
 	nv = reallocarray(*v, *n + 1, sizeof(**v));
 	if (!nv) {
 		rc = -ENOMEM;

@@ -111,6 +111,11 @@ int session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *rep,
 /* report_bad() - record the first violation; returns -EBADMSG. */
 int report_bad(struct bdsnap_verify_report *rep, const char *file, uint64_t off,
 	       const char *reason);
+/*
+ * meta_append() - add the line "@key=@value" to @s's meta file, synced
+ * (the object @s keeps the meta it read at open).  0 or -errno.
+ */
+int meta_append(struct bdsnap_session *s, const char *key, const char *value);
 /* meta_offset() - where @key's last line starts, or the end of meta. */
 uint64_t meta_offset(const struct bdsnap_session *s, const char *key);
 
@@ -160,6 +165,10 @@ struct preimage_budget {
  * @opts: the caller's options, completed to this version's struct; @dry:
  *	BDSNAP_RESTORE_DRY_RUN.
  * @logs: bytes of all the logs, for the progress total.
+ * @interrupted: a rollback is being finished (rollback.c): the device may
+ *	hold any mix of what the sessions left and of their pre-images, so no
+ *	end fingerprint can be expected to match; the whole chain is applied,
+ *	since writing a pre-image again changes nothing.
  */
 struct chain {
 	struct bdsnap_session **all;
@@ -172,6 +181,7 @@ struct chain {
 	struct preimage_budget budget;
 	bool keep;			/* verify keeps the pre-images for the write */
 	bool synced;			/* an open plain session is read through store_sync() */
+	bool interrupted;
 	struct bdsnap_restore_opts opts;
 	struct progress prog;
 };
@@ -240,6 +250,14 @@ int source_open(const char *path, struct source *src);
  * target's *@size on success; -EBUSY with *@refused set; -ENOTBLK; -errno.
  */
 int target_open(const char *path, bool dry, const char **refused, int *fdp, uint64_t *size);
+/*
+ * chain_restore() - bdsnap_chain_restore(), with @interrupted (struct
+ * chain); @records, if not NULL, receives each session's pre-images
+ * written (or, in a dry run, to write), the chain's order: @s first.
+ */
+int chain_restore(struct bdsnap_session *s, struct bdsnap_session *const *later, size_t nlater,
+		  const char *target, const struct bdsnap_restore_opts *opts, bool interrupted,
+		  uint64_t *records, struct bdsnap_chain_report *report);
 /* backs_mounted_loop() - is the image file @img behind a mounted loop device? */
 int backs_mounted_loop(const struct stat *img);
 

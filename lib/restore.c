@@ -152,9 +152,9 @@ int write_block(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, ui
 	return 0;
 }
 
-int bdsnap_chain_restore(struct bdsnap_session *s, struct bdsnap_session *const *later,
-			 size_t nlater, const char *target, const struct bdsnap_restore_opts *opts,
-			 struct bdsnap_chain_report *report)
+int chain_restore(struct bdsnap_session *s, struct bdsnap_session *const *later, size_t nlater,
+		  const char *target, const struct bdsnap_restore_opts *opts, bool interrupted,
+		  uint64_t *records, struct bdsnap_chain_report *report)
 {
 	struct bdsnap_chain_report rep = { .size = sizeof(rep) };
 	struct chain c;
@@ -166,6 +166,7 @@ int bdsnap_chain_restore(struct bdsnap_session *s, struct bdsnap_session *const 
 	if (rc)
 		return rc;
 	dry = c.dry;
+	c.interrupted = interrupted;
 	/* Two passes over every log (verify, write), one in a dry run. */
 	c.prog.total = c.logs * (dry ? 1 : 2);
 
@@ -194,7 +195,16 @@ int bdsnap_chain_restore(struct bdsnap_session *s, struct bdsnap_session *const 
 	}
 	if (fd >= 0 && close(fd) && !rc && !dry)
 		rc = -errno;
+	if (!rc && records)
+		memcpy(records, c.records, c.n * sizeof(*records));
 	chain_close(&c);
 	report_give(report, &rep);
 	return rc;
+}
+
+int bdsnap_chain_restore(struct bdsnap_session *s, struct bdsnap_session *const *later,
+			 size_t nlater, const char *target, const struct bdsnap_restore_opts *opts,
+			 struct bdsnap_chain_report *report)
+{
+	return chain_restore(s, later, nlater, target, opts, false, NULL, report);
 }

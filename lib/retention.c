@@ -120,26 +120,7 @@ int bdsnap_retention_plan(struct bdsnap_session *const *list, size_t n,
 
 int bdsnap_session_mark_broken(struct bdsnap_session *s, const char *deleted)
 {
-	char path[BDSNAP_PATH_MAX + 8], *line;
-	int fd, rc, len;
-
-	if (snprintf(path, sizeof(path), "%s/meta", s->dir) >= (int)sizeof(path))
-		return -ENAMETOOLONG;
-	len = asprintf(&line, "chain_broken=%s\n", deleted);
-	if (len < 0)
-		return -ENOMEM;
-	/* meta is append-only: a line is added, nothing is rewritten. */
-	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
-	if (fd < 0) {
-		rc = -errno;
-	} else {
-		rc = write(fd, line, len) == len ? 0 : -EIO;
-		if (!rc && fsync(fd))
-			rc = -errno;
-		close(fd);
-	}
-	free(line);
-	return rc;
+	return meta_append(s, "chain_broken", deleted);
 }
 
 int bdsnap_session_delete(struct bdsnap_session *s)

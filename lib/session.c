@@ -249,6 +249,30 @@ static int read_meta(struct bdsnap_session *s)
 	return rc;
 }
 
+int meta_append(struct bdsnap_session *s, const char *key, const char *value)
+{
+	char path[BDSNAP_PATH_MAX + 8], *line;
+	int fd, rc, len;
+
+	if (snprintf(path, sizeof(path), "%s/meta", s->dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	len = asprintf(&line, "%s=%s\n", key, value);
+	if (len < 0)
+		return -ENOMEM;
+	/* meta is append-only: a line is added, nothing is rewritten. */
+	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+	} else {
+		rc = write(fd, line, len) == len ? 0 : -EIO;
+		if (!rc && fsync(fd))
+			rc = -errno;
+		close(fd);
+	}
+	free(line);
+	return rc;
+}
+
 int bdsnap_session_open(const char *dir, struct bdsnap_session **out)
 {
 	struct bdsnap_session *s;

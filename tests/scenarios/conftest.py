@@ -66,6 +66,7 @@ DEBUG_SMOKE = (
     "test_filesystems.py::test_roundtrip[xfs-ordered]",
     "test_restore_chain.py::test_restore_of_older_session_equals_export_and_pre_image[overlapping]",
     "test_map.py::test_map_while_written_then_recover_a_deleted_file[ext4-plain]",
+    "test_rollback.py::test_mount_and_writes_during_the_rollback_are_refused",
     "test_map.py::test_view_of_a_plain_session_outlives_its_mount_and_the_module",
 )
 

@@ -11,6 +11,7 @@ import storegen as g
 SO = g.ROOT / "lib" / "libbdsnap.so.0"
 BIO, VFS = 1, 2                     # enum bdsnap_tracker
 ORDERED = g.C["BDSNAP_ACT_ORDERED"]
+ROLLBACK, KEEP = g.C["BDSNAP_ACT_ROLLBACK"], g.C["BDSNAP_ACT_KEEP"]
 
 
 class Dev(ctypes.Structure):
@@ -92,8 +93,8 @@ def test_empty_config(lib):
 
 @pytest.mark.parametrize("text,line,what,reason", [
     ("dev/sdb1\n", 1, "dev/sdb1", "not an absolute path"),
-    ("# x\n/dev/a trackr=bio\n", 2, "trackr", "unknown key (known: tracker, ordered)"),
-    ("/dev/a =bio\n", 1, "", "unknown key (known: tracker, ordered)"),
+    ("# x\n/dev/a trackr=bio\n", 2, "trackr", "unknown key (known: tracker, ordered, rollback)"),
+    ("/dev/a =bio\n", 1, "", "unknown key (known: tracker, ordered, rollback)"),
     ("/dev/a tracker=zfs\n", 1, "tracker=zfs", "unknown value (bio or vfs)"),
     ("/dev/a tracker=\n", 1, "tracker=", "unknown value (bio or vfs)"),
     ("/dev/a ordered=maybe\n", 1, "ordered=maybe", "unknown value (yes or no)"),
@@ -101,7 +102,11 @@ def test_empty_config(lib):
     ("/dev/a ordered\n", 1, "ordered", "missing '=value'"),
     ("/dev/a tracker=bio ordered=no tracker=vfs\n", 1, "tracker", "key given twice"),
     ("/dev/a\n\n/dev/b\n/dev/a ordered=yes\n", 4, "/dev/a", "device listed twice"),
-    ("/dev/a /dev/b\n", 1, "/dev/b", "unknown key (known: tracker, ordered)"),
+    ("/dev/a /dev/b\n", 1, "/dev/b", "unknown key (known: tracker, ordered, rollback)"),
+    ("/dev/a rollback=maybe\n", 1, "rollback=maybe", "unknown value (no, yes or keep)"),
+    ("/dev/a rollback=KEEP\n", 1, "rollback=KEEP", "unknown value (no, yes or keep)"),
+    ("/dev/a rollback\n", 1, "rollback", "missing '=value'"),
+    ("/dev/a rollback=yes rollback=no\n", 1, "rollback", "key given twice"),
     ("/dev/a\n/dev/b tracker=bio\x00\n", 2, "", "NUL byte in the line"),
     ("/" + "x" * 5000 + "\n", 1, "/" + "x" * 126, "path too long"),
 ], ids=lambda v: repr(v)[:40] if isinstance(v, str) else None)
@@ -109,6 +114,44 @@ def test_bad_lines(lib, text, line, what, reason):
     c = parse(lib, text)
     assert c.rc == -errno.EINVAL
     assert c.error() == (line, what, reason)
+
+
+@pytest.mark.parametrize("keys,tracker,flags", [
+    ("rollback=no", 0, 0),
+    ("rollback=yes", 0, ROLLBACK | ORDERED),
+    ("rollback=keep", 0, ROLLBACK | ORDERED | KEEP),
+    ("ordered=yes rollback=yes", 0, ROLLBACK | ORDERED),
+    ("rollback=keep ordered=yes tracker=bio", BIO, ROLLBACK | ORDERED | KEEP),
+    ("rollback=no ordered=no tracker=vfs", VFS, 0),
+    ("ordered=yes rollback=no", 0, ORDERED),
+])
+def test_rollback_key(lib, keys, tracker, flags):
+    """rollback=yes and keep imply ordered mode; no is the default."""
+    c = parse(lib, "/dev/sdz %s\n" % keys)
+    assert c.rc == 0, c.error()
+    assert c.devs == [("/dev/sdz", tracker, flags, 1)]
+
+
+@pytest.mark.parametrize("keys,what,reason", [
+    ("rollback=yes ordered=no", "ordered=no", "rollback needs ordered"),
+    ("ordered=no rollback=keep", "ordered=no", "rollback needs ordered"),
+    ("rollback=yes tracker=vfs", "tracker=vfs", "rollback needs the bio tracker"),
+    ("tracker=vfs ordered=yes rollback=keep", "tracker=vfs", "rollback needs the bio tracker"),
+])
+def test_rollback_conflicts(lib, keys, what, reason):
+    """Whatever the order of the keys, the line is refused as a whole."""
+    c = parse(lib, "# c\n/dev/sdz %s\n" % keys)
+    assert c.rc == -errno.EINVAL
+    assert c.error() == (2, what, reason)
+
+
+def test_rollback_is_not_the_retention_keep(lib):
+    """keep=N (sessions kept by prune) and rollback=keep share a word, not a meaning."""
+    c = parse(lib, "keep=3\n/dev/sdz rollback=keep\n/dev/sdy keep=3\n")
+    assert c.rc == -errno.EINVAL
+    assert c.error() == (3, "keep", "unknown key (known: tracker, ordered, rollback)")
+    c = parse(lib, "keep=3\n/dev/sdz rollback=keep\n")
+    assert c.rc == 0 and c.devs == [("/dev/sdz", 0, ROLLBACK | ORDERED | KEEP, 2)]
 
 
 def test_read_refuses_writable_and_missing(lib, tmp_path):

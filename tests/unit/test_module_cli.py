@@ -83,7 +83,9 @@ def test_help_lists_load_and_unload():
     ("/dev/sda1 tracker=zfs\n", 1, "tracker=zfs: unknown value (bio or vfs)"),
     ("# c\n\nsda1\n", 3, "sda1: not an absolute path"),
     ("{img}\n{img} ordered=yes\n", 2, "{img}: device listed twice"),
-    ("{img} colour=blue\n", 1, "colour: unknown key (known: tracker, ordered)"),
+    ("{img} colour=blue\n", 1, "colour: unknown key (known: tracker, ordered, rollback)"),
+    ("{img} rollback=yes ordered=no\n", 1, "ordered=no: rollback needs ordered"),
+    ("{img} tracker=vfs rollback=keep\n", 1, "tracker=vfs: rollback needs the bio tracker"),
     ("{img}\n/dev/no-such-disk-here\n", 2, "/dev/no-such-disk-here: no such device or file"),
     ("{img} ordered=yes\n/dev/null\n", 2, "/dev/null: neither a block device nor a regular file"),
 ])
@@ -344,9 +346,11 @@ def test_unit_hardening_keeps_what_load_needs():
     assert set(keys["CapabilityBoundingSet"][0].split()) == {"CAP_SYS_MODULE", "CAP_SYS_ADMIN"}
     assert "@module" in keys["SystemCallFilter"][0].split()
     # /dev/snap is a misc device; the module opens the configured block devices
-    # for reading in the service's context.
+    # for reading in the service's context, and a rollback left unfinished by a
+    # crash writes them (and the store, and image files outside /usr and /etc).
     assert keys["DevicePolicy"] == ["closed"]
-    assert {"char-misc rw", "block-* r"} <= set(keys["DeviceAllow"])
+    assert {"char-misc rw", "block-* rw"} <= set(keys["DeviceAllow"])
+    assert keys["ProtectSystem"] == ["full"]
     for key in ("PrivateDevices", "ProtectKernelModules", "PrivateUsers", "ProcSubset"):
         assert key not in keys, key
 
