@@ -37,6 +37,23 @@ systemctl cat bdsnap.service | grep -q '^LoadCredential=password:/etc/bdsnap/pas
 ls -l /run/credentials/bdsnap.service 2>&1 || true
 bdsnap status
 
+# ---- rollback mode: /dev/vdb, left by a crash in the middle of its rollback ----
+grep -q '^bdsnap: load: /dev/vdb: rolled back session vdb_' /tmp/unit.log ||
+	die "the unit finished the crashed rollback of /dev/vdb"
+[ "$(sha256sum </dev/vdb | cut -d' ' -f1)" = "$VDB_PRISTINE" ] ||
+	die "/dev/vdb is back as before the crashed session"
+! ls /snapshot | grep -q '^vdb_' || die "the finished session is deleted"
+grep -q '^activated /dev/vdb (.*rollback' /tmp/unit.log || die "the unit activated /dev/vdb"
+ok "the unit finished the crashed rollback of /dev/vdb bit-exact"
+mkdir -p /mnt/vdb
+mount /dev/vdb /mnt/vdb
+head -c 1048576 /dev/urandom >/mnt/vdb/gone
+umount /mnt/vdb
+[ "$(sha256sum </dev/vdb | cut -d' ' -f1)" = "$VDB_PRISTINE" ] ||
+	die "a mount cycle of /dev/vdb is rolled back at its unmount"
+! ls /snapshot | grep -q '^vdb_' || die "the rolled-back session is deleted"
+ok "a mount cycle of /dev/vdb is rolled back at its unmount"
+
 # ---- a session, then a bit-exact restore ----
 before=$(sha256sum </dev/vda)
 mkdir -p /mnt/vda

@@ -16,12 +16,19 @@ For each release (bookworm, trixie, sid), on an overlay of its cached root
    mount, write, unmount, `/usr/sbin/bdsnap restore` bit-exact (sha256 of the
    device before the mount == after the restore), unload, `apt-get remove
    --purge` leaves no module, unit or file behind, keeps the store and says so.
+   Rollback mode on the same boot: /dev/vdb (rollback=yes in bdsnap.conf) is
+   what a crash in the middle of its rollback leaves (an unfinished session in
+   the store, other bytes on the disk): the hardened unit must finish that
+   rollback before it activates the device; then a mount cycle of /dev/vdb is
+   rolled back at its unmount by the DKMS-built module.
 
 The run.py checks hold as for every guest (no WARNING/BUG/oops, no hang, no
 taint but O and E). One guest at a time. Not part of `make test` (CI's time).
 """
 import ctypes
+import hashlib
 import os
+import random
 import shlex
 import shutil
 import subprocess
@@ -37,6 +44,8 @@ WORK = REPO / "build" / "pkgtest"
 GUEST_SH = Path(__file__).resolve().parent / "guest.sh"
 sys.path.insert(0, str(REPO / "tests" / "vm"))
 import run  # noqa: E402
+sys.path.insert(0, str(REPO / "tests" / "unit"))
+import storegen  # noqa: E402
 
 RELEASES = ("bookworm", "trixie", "sid")
 PACKAGES = ("bdsnap", "libbdsnap0", "libbdsnap-dev", "bdsnap-dkms")
@@ -117,6 +126,7 @@ def install(root, log):
         chroot(root, "umask 077\n"
                "printf '%%s\\n' %s > /etc/bdsnap/password\n"
                "echo /dev/vda >> /etc/bdsnap/bdsnap.conf\n"
+               "echo '/dev/vdb rollback=yes' >> /etc/bdsnap/bdsnap.conf\n"
                "systemctl enable bdsnap.service\n"
                "systemd-machine-id-setup\n"
                "ls -ld /snapshot /etc/bdsnap/password" % shlex.quote(PASSWORD), log)
@@ -158,6 +168,31 @@ def check_installed(root):
     assert wants.is_symlink(), "bdsnap.service is not enabled"
 
 
+def crashed_rollback(root, base):
+    """/dev/vdb as a crash in the middle of the rollback of its session leaves
+    it: the session open in the store, rollback=yes, its pre-images those of
+    the pristine disk, and 200 of those blocks overwritten on the disk.
+    Returns the disk and the sha256 of its pristine content."""
+    disk = base / "vdb.img"
+    with open(disk, "wb") as f:
+        f.truncate(DISK_MB << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(disk)], check=True)
+    pristine = disk.read_bytes()
+    rnd = random.Random(22)
+    session = storegen.Session(root / "snapshot", "vdb_20261207T000000.000000000Z",
+                               len(pristine), "/dev/vdb", state="open", devname="vdb",
+                               ordered=1, end_keys=False)
+    session.meta += [("rollback", "yes"), ("keep", "no")]
+    changed = bytearray(pristine)
+    for b in sorted(rnd.sample(range(len(pristine) // storegen.BS), 200)):
+        at = slice(b * storegen.BS, (b + 1) * storegen.BS)
+        session.add(storegen.record(b, pristine[at]))
+        changed[at] = rnd.randbytes(storegen.BS)
+    disk.write_bytes(changed)
+    session.write(end=bytes(changed))
+    return disk, hashlib.sha256(pristine).hexdigest()
+
+
 @pytest.mark.parametrize("release", RELEASES)
 def test_packages_install_work_and_purge(release):
     if subprocess.run([str(run.KERNEL_ROOT_SH), release, "--path"],
@@ -176,13 +211,17 @@ def test_packages_install_work_and_purge(release):
         with open(disk, "wb") as f:
             f.truncate(DISK_MB << 20)
         subprocess.run(["mkfs.ext4", "-q", "-F", str(disk)], check=True)
-        script = "BEFORE=%s\n%s" % (shlex.quote("\n".join(before)), GUEST_SH.read_text())
+        vdb, pristine = crashed_rollback(root, base)
+        script = "BEFORE=%s\nVDB_PRISTINE=%s\n%s" % (shlex.quote("\n".join(before)), pristine,
+                                                    GUEST_SH.read_text())
         res = run.run_guest(script, name="packages-%s" % release, kernel=release,
-                            root=root, systemd=True, disks=[disk], timeout=1200)
+                            root=root, systemd=True, disks=[disk, vdb], timeout=1200)
         out = res.output_path.read_text(errors="replace") if res.output_path else ""
         assert res.ok, "%s (install log %s)" % (res.reason, log)
         for what in ("bdsnap.service is active", "is bit-exact", "the purge keeps the store "
-                     "and says so", "purge leaves no module, unit or file behind"):
+                     "and says so", "purge leaves no module, unit or file behind",
+                     "the unit finished the crashed rollback of /dev/vdb bit-exact",
+                     "a mount cycle of /dev/vdb is rolled back at its unmount"):
             assert "%s: ok" % what in out, what
         print("\npackages on %s (%s): install %.0f s, guest %.0f s" % (
             release, rk.release, t_install, res.duration))
