@@ -221,21 +221,26 @@ def describe(r, promised=True):
             f"forced={r.get('forced')} -> {verdict}")
 
 
-def test_ordered_crash_restores_bit_exact():
-    rnd = random.Random(SEED)
-    print(f"\ncrash seed {SEED} (BDSNAP_CRASH_SEED), {RUNS} ordered runs")
+def series(what, runs, one, describe):
+    """Run one(i) for i < runs, print each run with describe(); every run must
+    restore bit-exact, and must have changed the device (or it proves nothing)."""
     results = []
     t0 = time.monotonic()
-    for i in range(RUNS):
-        r = one_run(f"ordered-{i}", True, rnd.uniform(0.5, 4.0), rnd)
+    for i in range(runs):
+        r = one(i)
         print(describe(r), flush=True)
         results.append(r)
     ok = sum(r["ok"] for r in results)
-    print(f"ordered crashes survived: {ok}/{RUNS} bit-exact "
-          f"({time.monotonic() - t0:.0f} s)", flush=True)
-    assert ok == RUNS, "\n".join(describe(r) for r in results if not r["ok"])
-    # a run whose device never changed proves nothing; most must have
-    assert sum(bool(r.get("changed")) for r in results) == RUNS
+    print(f"{what}: {ok}/{runs} bit-exact ({time.monotonic() - t0:.0f} s)", flush=True)
+    assert ok == runs, "\n".join(describe(r) for r in results if not r["ok"])
+    assert all(r.get("changed") for r in results)
+
+
+def test_ordered_crash_restores_bit_exact():
+    rnd = random.Random(SEED)
+    print(f"\ncrash seed {SEED} (BDSNAP_CRASH_SEED), {RUNS} ordered runs")
+    series("ordered crashes survived", RUNS,
+           lambda i: one_run(f"ordered-{i}", True, rnd.uniform(0.5, 4.0), rnd), describe)
 
 
 def test_plain_crash_outcome_is_reported():
