@@ -38,7 +38,7 @@
 #define BDSNAP_ROLLBACK_INFLIGHT	256
 
 /**
- * struct bdsnap_rollback - one pass over a session's log.
+ * struct bdsnap_rollback - the two passes over a session's log.
  * @s: the session.
  * @log: its "blocks" file.
  * @pos: next byte of @log to read.
@@ -49,7 +49,7 @@
  * @pending: writes in flight, plus one for the submitter.
  * @done: completed when @pending drops to zero.
  * @error: the first write error.
- * @blocks: records checked (first pass) or written (second pass).
+ * @blocks: blocks written back so far (second pass).
  */
 struct bdsnap_rollback {
 	struct bdsnap_session *s;
