@@ -15,6 +15,7 @@
 #include <linux/gfp.h>
 #include <linux/slab.h>
 #include "bdsnap.h"
+#include "blockmap.h"
 
 #define BDSNAP_CHUNK_BITS	(PAGE_SIZE * BITS_PER_BYTE)
 

@@ -9,6 +9,7 @@
 #include <linux/vmalloc.h>
 #include <linux/slab.h>
 #include "bdsnap.h"
+#include "compress.h"
 
 #define BDSNAP_DEFLATE_LEVEL	1
 

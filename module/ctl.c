@@ -13,6 +13,8 @@
 #include <linux/slab.h>
 #include <linux/capability.h>
 #include "bdsnap.h"
+#include "registry.h"
+#include "session.h"
 
 static bool bdsnap_terminated(const char *s, size_t size)
 {

@@ -19,6 +19,7 @@
 #include <linux/math64.h>
 #include <crypto/hash.h>
 #include "bdsnap.h"
+#include "session.h"
 
 #define BDSNAP_FINGERPRINT_BLOCKS	256
 

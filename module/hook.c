@@ -24,6 +24,7 @@
 #include <linux/ftrace.h>
 #include <linux/kallsyms.h>
 #include "bdsnap.h"
+#include "hook.h"
 
 static void notrace bdsnap_hook_thunk(unsigned long ip, unsigned long parent_ip,
 				      struct ftrace_ops *ops, struct ftrace_regs *fregs)

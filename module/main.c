@@ -8,6 +8,9 @@
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include "bdsnap.h"
+#include "store.h"
+#include "registry.h"
+#include "tracker.h"
 
 static char *password;
 /* perm 0: never readable back through sysfs; wiped after init */

@@ -18,6 +18,9 @@
 #include <linux/fs_context.h>
 #include <linux/blkdev.h>
 #include "bdsnap.h"
+#include "session.h"
+#include "registry.h"
+#include "hook.h"
 
 static int bdsnap_vfs_get_tree(struct fs_context *fc)
 {

@@ -17,6 +17,8 @@
 #include <linux/slab.h>
 #include <linux/blkdev.h>
 #include "bdsnap.h"
+#include "registry.h"
+#include "session.h"
 
 #define BDSNAP_DEVICES_MAX	256
 

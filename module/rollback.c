@@ -31,6 +31,8 @@
 #include <linux/wait_bit.h>
 #include <linux/zlib.h>
 #include "bdsnap.h"
+#include "session.h"
+#include "registry.h"
 
 /* zlib's compressBound(4096) is 4110: no valid payload is longer */
 #define BDSNAP_PAYLOAD_MAX	(BDSNAP_BLOCK_SIZE + 64)

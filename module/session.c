@@ -32,6 +32,8 @@
 #include <linux/uuid.h>
 #include <crypto/sha2.h>
 #include "bdsnap.h"
+#include "registry.h"
+#include "session.h"
 
 char *bdsnap_store_dir = "/snapshot";
 module_param_named(store_dir, bdsnap_store_dir, charp, 0444);

@@ -24,6 +24,8 @@
 #include <linux/zlib.h>
 #include <linux/blkdev.h>
 #include "bdsnap.h"
+#include "store.h"
+#include "registry.h"
 
 /* the store writers: the bio worker waits for them, so they too make progress under reclaim */
 static struct workqueue_struct *bdsnap_store_wq;

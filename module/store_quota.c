@@ -18,6 +18,7 @@
 #include <linux/slab.h>
 #include <linux/stat.h>
 #include "bdsnap.h"
+#include "store.h"
 
 static unsigned int store_max_mb;
 module_param(store_max_mb, uint, 0644);

@@ -25,6 +25,8 @@
 #include <linux/slab.h>
 #include <linux/completion.h>
 #include "bdsnap.h"
+#include "session.h"
+#include "hook.h"
 
 #define BDSNAP_BATCH_BLOCKS	256
 /* what each held bio gets of a batch before any gets more */

@@ -30,6 +30,7 @@
 #include <linux/sched.h>
 #include <linux/io_uring_types.h>
 #include "bdsnap.h"
+#include "session.h"
 
 #define BDSNAP_WINDOWS_MAX	128
 #define BDSNAP_KRETPROBE_MAXACTIVE	256
