@@ -362,7 +362,7 @@ static void bdsnap_registry_fill(const struct bdsnap_device *d, struct bdsnap_de
 	info->dev = new_encode_dev(s->bdev_ref.bdev->bd_dev);
 	if (!s->claims)
 		info->session_state = BDSNAP_SESSION_ROLLING_BACK;
-	else if (READ_ONCE(s->store.error) || atomic64_read(&s->read_errors))
+	else if (READ_ONCE(s->store.error) || atomic64_read(&s->errors))
 		info->session_state = BDSNAP_SESSION_INCOMPLETE;
 	else
 		info->session_state = BDSNAP_SESSION_OPEN;
@@ -370,8 +370,8 @@ static void bdsnap_registry_fill(const struct bdsnap_device *d, struct bdsnap_de
 	info->bytes_raw = READ_ONCE(s->store.bytes_raw);
 	info->bytes_stored = READ_ONCE(s->store.pos);
 	info->queue_depth = bdsnap_store_queued(&s->store);
-	info->writes_held = atomic_read(&s->nr_held);
-	info->errors = atomic64_read(&s->read_errors) + (READ_ONCE(s->store.error) ? 1 : 0);
+	info->writes_held = s->ops->held ? s->ops->held(s) : 0;
+	info->errors = atomic64_read(&s->errors) + (READ_ONCE(s->store.error) ? 1 : 0);
 	strscpy(info->devname, s->devname, sizeof(info->devname));
 	strscpy(info->session, s->dirname, sizeof(info->session));
 }

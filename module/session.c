@@ -72,35 +72,6 @@ struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
 	return NULL;
 }
 
-/**
- * bdsnap_session_fail() - pre-images can no longer be taken.
- * @s: the session; it ends incomplete.
- * @why: what went wrong, logged once per session; NULL when the failure is
- *	logged already (the store logs its own).
- *
- * The one way a session becomes incomplete on the trackers' side.  A plain
- * session lets writes through untracked from now on; an ordered one fails
- * the writes whose pre-image it does not have (tracker_bio.c).
- *
- * Context: any: probe handlers, atomic context.
- */
-void bdsnap_session_fail(struct bdsnap_session *s, const char *why)
-{
-	if (why && !READ_ONCE(s->failed))
-		pr_err("%s: %s: session %s is incomplete\n", s->devname, why, s->dirname);
-	atomic64_inc(&s->read_errors);
-	WRITE_ONCE(s->failed, true);
-}
-
-unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block)
-{
-	u64 start = block * BDSNAP_BLOCK_SIZE;
-
-	if (start >= s->nr_bytes)
-		return 0;
-	return min_t(u64, BDSNAP_BLOCK_SIZE, s->nr_bytes - start);
-}
-
 static const struct bdsnap_tracker_ops *bdsnap_tracker_ops(u32 tracker)
 {
 	return tracker == BDSNAP_TRACKER_VFS ? &bdsnap_tracker_vfs_ops : &bdsnap_tracker_bio_ops;
@@ -144,9 +115,8 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 	s->keep = info.keep;
 	INIT_LIST_HEAD(&s->sbs);
 	bdsnap_blockmap_init(&s->map);
-	spin_lock_init(&s->held_lock);
-	bio_list_init(&s->held);
-	init_waitqueue_head(&s->drain_wq);
+	spin_lock_init(&s->save_lock);
+	INIT_LIST_HEAD(&s->saves);
 
 	ret = bdsnap_bdev_open_read(dev, &s->bdev_ref);
 	if (ret)
@@ -179,11 +149,13 @@ static struct bdsnap_session *bdsnap_session_create(struct bdsnap_device *d, dev
 	info.tracked = dev;
 	info.devname = s->devname;
 	info.device_size = s->nr_bytes;
+	if (info.ordered)
+		info.durable = bdsnap_session_durable;
 	ret = s->ops->start(s);
 	if (!ret) {
 		ret = bdsnap_store_open(&s->store, dir, &info);
 		if (ret)
-			s->ops->stop(s);
+			s->ops->destroy(s);
 	}
 	kfree(dir);
 	if (ret)
@@ -391,12 +363,13 @@ static void bdsnap_session_end(struct bdsnap_session *s)
 	synchronize_rcu();
 	s->ops->stop(s);
 	bdsnap_session_note_end(s);
-	error = atomic64_read(&s->read_errors) ? -EIO : 0;
+	error = atomic64_read(&s->errors) ? -EIO : 0;
 	bdsnap_store_close(&s->store, error);
 	pr_info("session %s ended, %llu blocks saved\n", s->dirname,
 		s->store.blocks_saved);
 	if (s->rollback)
 		bdsnap_session_roll_back(s);
+	s->ops->destroy(s);
 	bdsnap_blockmap_destroy(&s->map);
 	bdsnap_bdev_close(&s->bdev_ref);
 	kfree(s);

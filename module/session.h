@@ -6,10 +6,6 @@
 #include <linux/types.h>
 #include <linux/list.h>
 #include <linux/spinlock.h>
-#include <linux/bio.h>
-#include <linux/workqueue.h>
-#include <linux/wait.h>
-#include <linux/llist.h>
 #include <uapi/bdsnap.h>
 #include "compat.h"
 #include "blockmap.h"
@@ -19,12 +15,13 @@
 /* session.c: one mount cycle of an activated device */
 /**
  * struct bdsnap_session - pre-images of one mount cycle.
- * @node: in the RCU list of open sessions, searched by the bio hook.
+ * @node: in the RCU list of open sessions, searched by the hooks.
  * @device: the activated device this session belongs to.
  * @claims: mounts in progress and super blocks writing through the
  *	session (registry lock); the session ends when none is left.
  * @sbs: the super blocks' claims (struct bdsnap_claim).
  * @ops: the tracker.
+ * @tracker: the tracker's own state, from @ops->start.
  * @bdev_ref: the mounted device, held open for reading pre-images.
  * @nr_bytes: device size at mount.
  * @ordered: BDSNAP_ACT_ORDERED.
@@ -34,21 +31,13 @@
  *	ended; the bio tracker fails every other write to the device.
  * @devname: kernel name, e.g. "loop3".
  * @dirname: session directory name under the store.
- * @map: blocks whose pre-image is taken.
+ * @map: blocks whose pre-image counts as saved: a write to them may pass.
  * @store: where pre-images go.
- * @held_lock: protects @held.
- * @held: write bios waiting for their pre-images.
- * @nr_held: bios on @held or being processed by @read_work.
- * @drain_wq: woken when @nr_held drops to zero.
- * @read_work: reads pre-images for @held and releases the bios.
- * @read_errors: pre-image reads that failed.
- * @failed: pre-images can no longer be taken; writes pass untracked and
- *	the session ends incomplete.
- * @batch: the bio tracker's scratch space for @read_work.
- * @vfs_lock: the vfs tracker's lock around copying a block once.
- * @vfs_copies: pre-images copied by vfs probe handlers.
- * @vfs_work: moves @vfs_copies to the store.
- * @vfs_missed: probe misses counted when the session started.
+ * @save_lock: protects @saves.
+ * @saves: ordered mode: saves waiting for the store's flush, in order.
+ * @errors: pre-images the session failed to take.
+ * @failed: pre-images can no longer be taken; the session ends
+ *	incomplete (see bdsnap_session_fail()).
  */
 struct bdsnap_session {
 	struct list_head node;
@@ -56,6 +45,7 @@ struct bdsnap_session {
 	unsigned int claims;
 	struct list_head sbs;
 	const struct bdsnap_tracker_ops *ops;
+	void *tracker;
 	struct bdsnap_bdev_ref bdev_ref;
 	u64 nr_bytes;
 	bool ordered;
@@ -66,18 +56,33 @@ struct bdsnap_session {
 	char dirname[BDSNAP_SESSION_MAX];
 	struct bdsnap_blockmap map;
 	struct bdsnap_store store;
-	spinlock_t held_lock;
-	struct bio_list held;
-	atomic_t nr_held;
-	wait_queue_head_t drain_wq;
-	struct work_struct read_work;
-	atomic64_t read_errors;
+	spinlock_t save_lock;
+	struct list_head saves;
+	atomic64_t errors;
 	bool failed;
-	struct bdsnap_bio_batch *batch;
-	spinlock_t vfs_lock;
-	struct llist_head vfs_copies;
-	struct work_struct vfs_work;
-	unsigned long vfs_missed;
+};
+
+/**
+ * struct bdsnap_save - one save operation: pre-images a tracker hands to
+ * the core (save.c).
+ * @node: in bdsnap_session.saves while it waits for the store's flush.
+ * @blocks: the blocks, each once.
+ * @pages: their pre-images, bdsnap_session_block_len() bytes each; the
+ *	store owns them from bdsnap_session_save() on.
+ * @n: number of blocks.
+ * @seq: the store's sequence number of the last of them.
+ * @saved: called once, when every block counts as saved (0) or the session
+ *	failed instead (-errno).  Context: process, from the caller of
+ *	bdsnap_session_save() or from the store's worker; must not wait for
+ *	another save.
+ */
+struct bdsnap_save {
+	struct list_head node;
+	u64 *blocks;
+	struct page **pages;
+	unsigned int n;
+	u64 seq;
+	void (*saved)(struct bdsnap_save *save, int error);
 };
 
 struct bdsnap_claim;
@@ -88,8 +93,12 @@ void bdsnap_session_mounted(struct bdsnap_claim *claim, const struct super_block
 void bdsnap_session_sb_gone(const struct super_block *sb);
 struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
 					       const struct bdsnap_tracker_ops *ops);
+int bdsnap_session_sync_store(const char *name);
+
+/* save.c: the core's one save operation */
+void bdsnap_session_save(struct bdsnap_session *s, struct bdsnap_save *save);
+void bdsnap_session_durable(struct bdsnap_store *st);
 unsigned int bdsnap_session_block_len(struct bdsnap_session *s, u64 block);
 void bdsnap_session_fail(struct bdsnap_session *s, const char *why);
-int bdsnap_session_sync_store(const char *name);
 
 #endif /* BDSNAP_SESSION_H */

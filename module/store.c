@@ -449,6 +449,8 @@ static void bdsnap_store_drain(struct bdsnap_store *st)
 		st->seq_durable = last;
 		spin_unlock(&st->lock);
 		wake_up_all(&st->durable_wq);
+		if (st->durable)
+			st->durable(st);
 	}
 	memalloc_noio_restore(noio);
 }
@@ -489,6 +491,7 @@ int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 	INIT_WORK(&st->work, bdsnap_store_work);
 	mutex_init(&st->meta_lock);
 	st->ordered = info->ordered;
+	st->durable = info->durable;
 	st->name = info->name;
 	store_queue_max = clamp(store_queue_max, 64U, 262144U);
 
@@ -615,6 +618,17 @@ u64 bdsnap_store_last_added(struct bdsnap_store *st)
 
 	spin_lock(&st->lock);
 	seq = st->seq_added;
+	spin_unlock(&st->lock);
+	return seq;
+}
+
+/* Every pre-image up to this sequence number is durable (or dropped: error). */
+u64 bdsnap_store_last_durable(struct bdsnap_store *st)
+{
+	u64 seq;
+
+	spin_lock(&st->lock);
+	seq = st->seq_durable;
 	spin_unlock(&st->lock);
 	return seq;
 }

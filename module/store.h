@@ -13,6 +13,7 @@
 
 struct file;
 struct page;
+struct bdsnap_store;
 
 /* store.c: the on-disk log of one session */
 struct bdsnap_store_info {
@@ -27,6 +28,7 @@ struct bdsnap_store_info {
 	dev_t tracked;		/* the device whose pre-images go here */
 	dev_t image_dev;	/* an activated image file: its file system */
 	unsigned long image_ino;	/* ... and inode; 0 for a block device */
+	void (*durable)(struct bdsnap_store *st);
 };
 
 /**
@@ -55,6 +57,8 @@ struct bdsnap_store_info {
  * @seq_added: sequence number of the last pre-image queued.
  * @seq_durable: every pre-image up to this one is written and flushed.
  * @durable_wq: woken when @seq_durable moves or @error is set.
+ * @durable: called by the store's worker after @seq_durable moved (also when
+ *	@error is set: the pre-images up to it then are dropped, never durable).
  */
 struct bdsnap_store {
 	struct file *blocks;
@@ -82,6 +86,7 @@ struct bdsnap_store {
 	u64 seq_added;
 	u64 seq_durable;
 	wait_queue_head_t durable_wq;
+	void (*durable)(struct bdsnap_store *st);
 };
 
 int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
@@ -90,6 +95,7 @@ int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
 		     unsigned int len, u64 *seq);
 int bdsnap_store_wait_durable(struct bdsnap_store *st, u64 seq);
 u64 bdsnap_store_last_added(struct bdsnap_store *st);
+u64 bdsnap_store_last_durable(struct bdsnap_store *st);
 void bdsnap_store_close(struct bdsnap_store *st, int error);
 void bdsnap_store_fail(struct bdsnap_store *st, int error);
 __printf(2, 3) int bdsnap_store_note(struct bdsnap_store *st, const char *fmt, ...);

@@ -1,16 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * V2 tracker: the block layer.  submit_bio_noacct() is redirected; a bio
- * that would change blocks whose pre-image is not yet taken (write,
- * discard, write-zeroes, secure-erase) is held on its session and a worker:
- *   1. gathers the unsaved blocks of all held bios (up to a batch),
+ * that would change blocks whose pre-image is not yet saved (write,
+ * discard, write-zeroes, secure-erase) is held, and the session's worker:
+ *   1. gathers blocks of the held bios that no save has taken yet (up to a
+ *      batch),
  *   2. reads them with its own bios, merged into runs and all in flight
  *      together,
- *   3. hands the pre-images to the store and marks the blocks saved,
- *   4. resubmits every held bio whose blocks are now all saved.
- * A write never reaches the device before its blocks' old content has been
- * read.  Writes to blocks already saved pass straight through: one lockless
- * bitmap test, no allocation.
+ *   3. hands the pre-images to the core (bdsnap_session_save()),
+ *   4. resubmits every held bio whose blocks all count as saved.
+ * A save's callback wakes the worker again.  In ordered mode a save counts
+ * once the store's flush made it durable: meanwhile the worker reads the
+ * next batch (up to BDSNAP_SAVES_IN_FLIGHT saves wait at once), and the
+ * store's flush covers all of them.  A write never reaches the device
+ * before its blocks' old content has been read.  Writes to blocks already
+ * saved pass straight through: one lockless bitmap test, no allocation.
  *
  * The hook runs in the submitter's context, which may hold current->bio_list
  * (split remainders): reading there would only queue the read behind the
@@ -33,22 +37,59 @@
 #define BDSNAP_FAIR_BLOCKS	16
 #define BDSNAP_RUN_BLOCKS	BIO_MAX_VECS
 
+/* ordered saves waiting for the store's flush while the next batch is read */
+#define BDSNAP_SAVES_IN_FLIGHT	4
+
+struct bdsnap_bio_tracker;
+
 /**
- * struct bdsnap_bio_batch - scratch space of one session's worker.
- * @blocks: unsaved blocks gathered from held bios, sorted.
- * @resume: per held bio, where gathering's second pass goes on.
+ * struct bdsnap_bio_batch - one save of the worker: blocks read together.
+ * @save: what the core gets; its @blocks and @pages point here.
+ * @tracker: the tracker it belongs to.
+ * @blocks: blocks gathered from held bios, sorted.
  * @pages: their pre-images.
  * @error: the first read error.
  * @pending: reads not yet completed, plus one for the submitter.
  * @done: completed when @pending drops to zero.
  */
 struct bdsnap_bio_batch {
+	struct bdsnap_save save;
+	struct bdsnap_bio_tracker *tracker;
 	u64 blocks[BDSNAP_BATCH_BLOCKS];
-	u64 resume[BDSNAP_BATCH_BLOCKS];
 	struct page *pages[BDSNAP_BATCH_BLOCKS];
 	int error;
 	atomic_t pending;
 	struct completion done;
+};
+
+/**
+ * struct bdsnap_bio_tracker - V2's state in a session.
+ * @session: the session.
+ * @held_lock: protects @held.
+ * @held: bios the hook held since the worker last looked.
+ * @waiting: the worker's own: held bios whose blocks are not all saved.
+ * @nr_held: bios on @held or @waiting (or being released).
+ * @drain_wq: woken when @nr_held or @nr_saving drops to zero.
+ * @work: the worker.
+ * @taken: blocks a save has taken (being read, or handed to the core).
+ * @resume: per held bio, where gathering's second pass goes on.
+ * @idle: bit i set: @batches[i] is free.
+ * @nr_saving: saves handed to the core that have not called back.
+ * @batches: the saves' space.
+ */
+struct bdsnap_bio_tracker {
+	struct bdsnap_session *session;
+	spinlock_t held_lock;
+	struct bio_list held;
+	struct bio_list waiting;
+	atomic_t nr_held;
+	wait_queue_head_t drain_wq;
+	struct work_struct work;
+	struct bdsnap_blockmap taken;
+	u64 resume[BDSNAP_BATCH_BLOCKS];
+	unsigned long idle;
+	atomic_t nr_saving;
+	struct bdsnap_bio_batch batches[BDSNAP_SAVES_IN_FLIGHT];
 };
 
 static struct workqueue_struct *bdsnap_bio_wq;
@@ -107,6 +148,7 @@ static struct bdsnap_session *bdsnap_bio_session_rcu(struct block_device *bdev)
 static bool bdsnap_bio_hold(struct pt_regs *regs)
 {
 	struct bio *bio = (struct bio *)regs_get_kernel_argument(regs, 0);
+	struct bdsnap_bio_tracker *t;
 	struct bdsnap_session *s;
 	bool held = false;
 	unsigned long flags;
@@ -125,11 +167,12 @@ static bool bdsnap_bio_hold(struct pt_regs *regs)
 		/* while it is rolled back, every other write is held to fail */
 		if (READ_ONCE(s->rollback_task) ||
 		    !bdsnap_blockmap_all_set(&s->map, first, last)) {
-			atomic_inc(&s->nr_held);
-			spin_lock_irqsave(&s->held_lock, flags);
-			bio_list_add(&s->held, bio);
-			spin_unlock_irqrestore(&s->held_lock, flags);
-			queue_work(bdsnap_bio_wq, &s->read_work);
+			t = s->tracker;
+			atomic_inc(&t->nr_held);
+			spin_lock_irqsave(&t->held_lock, flags);
+			bio_list_add(&t->held, bio);
+			spin_unlock_irqrestore(&t->held_lock, flags);
+			queue_work(bdsnap_bio_wq, &t->work);
 			held = true;
 		}
 	}
@@ -156,38 +199,37 @@ static int bdsnap_u64_cmp(const void *a, const void *b)
 }
 
 /*
- * Collect up to a batch of distinct unsaved blocks of the held bios, fairly:
- * first a share of BDSNAP_FAIR_BLOCKS for every held bio in turn, then the
- * rest of the batch in order.  Taken in order alone, one huge discard
- * (fstrim, -o discard) would fill every batch until all its pre-images are
- * saved while the small writes behind it (jbd2's) wait.
+ * Collect up to a batch of distinct blocks of the waiting bios that no save
+ * has taken, fairly: first a share of BDSNAP_FAIR_BLOCKS for every bio in
+ * turn, then the rest of the batch in order.  Taken in order alone, one huge
+ * discard (fstrim, -o discard) would fill every batch until all its
+ * pre-images are saved while the small writes behind it (jbd2's) wait.
  */
-static unsigned int bdsnap_bio_gather(struct bdsnap_session *s, struct bio_list *held,
-				      struct bdsnap_bio_batch *batch)
+static unsigned int bdsnap_bio_gather(struct bdsnap_bio_tracker *t, u64 *blocks)
 {
-	u64 *blocks = batch->blocks;
+	struct bdsnap_session *s = t->session;
 	unsigned int n = 0, i, unique, pass, nr;
 	struct bio *bio;
 
 	for (pass = 0; pass < 2 && n < BDSNAP_BATCH_BLOCKS; pass++) {
 		nr = 0;
-		bio_list_for_each(bio, held) {
+		bio_list_for_each(bio, &t->waiting) {
 			unsigned int taken = 0;
 			u64 first, last, block;
 
 			bdsnap_bio_range(s, bio, &first, &last);
 			/* the second pass goes on where the first one stopped */
 			if (pass && nr < BDSNAP_BATCH_BLOCKS)
-				first = batch->resume[nr];
-			block = bdsnap_blockmap_next_clear(&s->map, first, last);
+				first = t->resume[nr];
+			block = bdsnap_blockmap_next_clear(&t->taken, first, last);
 			while (block <= last && n < BDSNAP_BATCH_BLOCKS &&
 			       (pass || taken < BDSNAP_FAIR_BLOCKS)) {
 				blocks[n++] = block;
 				taken++;
-				block = bdsnap_blockmap_next_clear(&s->map, block + 1, last);
+				block = bdsnap_blockmap_next_clear(&t->taken, block + 1, last);
 			}
 			if (!pass && nr < BDSNAP_BATCH_BLOCKS)
-				batch->resume[nr] = block;
+				t->resume[nr] = block;
 			nr++;
 			if (n == BDSNAP_BATCH_BLOCKS)
 				break;
@@ -241,17 +283,12 @@ static int bdsnap_bio_read_run(struct bdsnap_session *s, struct bdsnap_bio_batch
 	return 0;
 }
 
-/*
- * Read the old content of @n sorted blocks and hand it to the store.  A
- * block counts as saved (and later writes to it pass straight through) once
- * its pre-image is queued, or in ordered mode once it is durable.
- */
-static void bdsnap_bio_save(struct bdsnap_session *s, struct bdsnap_bio_batch *batch,
-			    unsigned int n)
+/* Read the old content of the batch's @n sorted blocks; 0 or -errno. */
+static int bdsnap_bio_read(struct bdsnap_session *s, struct bdsnap_bio_batch *batch,
+			   unsigned int n)
 {
 	unsigned int i, run;
-	int error = 0, store_error = 0;
-	u64 seq = 0;
+	int error = 0;
 
 	memset(batch->pages, 0, sizeof(batch->pages[0]) * n);
 	batch->error = 0;
@@ -269,46 +306,85 @@ static void bdsnap_bio_save(struct bdsnap_session *s, struct bdsnap_bio_batch *b
 	if (!atomic_dec_and_test(&batch->pending))
 		wait_for_completion(&batch->done);
 	error = error ?: batch->error;
-
-	for (i = 0; i < n; i++) {
-		u64 block = batch->blocks[i];
-
-		if (!batch->pages[i])
-			continue;
-		if (error || store_error)
-			__free_page(batch->pages[i]);
-		else
-			store_error = bdsnap_store_add(&s->store, block, batch->pages[i],
-						       bdsnap_session_block_len(s, block), &seq);
-	}
-	if (!error && !store_error && s->ordered)
-		store_error = bdsnap_store_wait_durable(&s->store, seq);
-	/* the store logs its own failures */
-	if (error || store_error)
+	if (error) {
+		for (i = 0; i < n; i++)
+			if (batch->pages[i])
+				__free_page(batch->pages[i]);
 		bdsnap_session_fail(s, error == -ENOMEM ? "out of memory for pre-images" :
-				       error ? "reading pre-images failed" : NULL);
-	if (error || store_error)
-		return;
-	for (i = 0; i < n && !error; i++)
-		error = bdsnap_blockmap_set(&s->map, batch->blocks[i], GFP_NOIO);
-	if (error)
-		bdsnap_session_fail(s, "out of memory for the block map");
+				       "reading pre-images failed");
+	}
+	return error;
+}
+
+static void bdsnap_bio_batch_put(struct bdsnap_bio_tracker *t, struct bdsnap_bio_batch *batch)
+{
+	set_bit(batch - t->batches, &t->idle);
+	if (atomic_dec_and_test(&t->nr_saving))
+		wake_up(&t->drain_wq);
+}
+
+/* The core's callback: the blocks count as saved, their bios may go. */
+static void bdsnap_bio_saved(struct bdsnap_save *save, int error)
+{
+	struct bdsnap_bio_batch *batch = container_of(save, struct bdsnap_bio_batch, save);
+	struct bdsnap_bio_tracker *t = batch->tracker;
+
+	queue_work(bdsnap_bio_wq, &t->work);
+	bdsnap_bio_batch_put(t, batch);
 }
 
 /*
- * Resubmit the held bios whose blocks are all saved; keep the others.  Once
- * pre-images can no longer be taken, a non-ordered session lets every write
- * through (the session is marked incomplete), while an ordered one fails
- * them: it promises that no block changes without its durable pre-image.
+ * Save the next batch of blocks the waiting bios need.
+ * Return: false when there is nothing to start now (every block needed is
+ * being saved, or every batch is in flight): a save's callback wakes the
+ * worker again.
  */
-static void bdsnap_bio_release(struct bdsnap_session *s, struct bio_list *held)
+static bool bdsnap_bio_save_next(struct bdsnap_bio_tracker *t)
 {
+	struct bdsnap_session *s = t->session;
+	struct bdsnap_bio_batch *batch;
+	unsigned int i, n, idle;
+
+	idle = find_first_bit(&t->idle, BDSNAP_SAVES_IN_FLIGHT);
+	if (idle >= BDSNAP_SAVES_IN_FLIGHT)
+		return false;
+	batch = &t->batches[idle];
+	n = bdsnap_bio_gather(t, batch->blocks);
+	if (!n)
+		return false;
+	clear_bit(idle, &t->idle);
+	atomic_inc(&t->nr_saving);
+	if (bdsnap_bio_read(s, batch, n)) {
+		bdsnap_bio_batch_put(t, batch);
+		return true;
+	}
+	for (i = 0; i < n; i++) {
+		if (bdsnap_blockmap_set(&t->taken, batch->blocks[i], GFP_NOIO)) {
+			bdsnap_session_fail(s, "out of memory for the block map");
+			break;
+		}
+	}
+	batch->save.n = n;
+	bdsnap_session_save(s, &batch->save);
+	return true;
+}
+
+/*
+ * Resubmit the waiting bios whose blocks are all saved; keep the others.
+ * Once pre-images can no longer be taken, a non-ordered session lets every
+ * write through (the session is marked incomplete), while an ordered one
+ * fails them: it promises that no block changes without its durable
+ * pre-image.
+ */
+static void bdsnap_bio_release(struct bdsnap_bio_tracker *t)
+{
+	struct bdsnap_session *s = t->session;
 	bool failed = READ_ONCE(s->failed);
 	struct bio_list keep;
 	struct bio *bio;
 
 	bio_list_init(&keep);
-	while ((bio = bio_list_pop(held))) {
+	while ((bio = bio_list_pop(&t->waiting))) {
 		u64 first, last;
 		bool saved;
 
@@ -322,10 +398,10 @@ static void bdsnap_bio_release(struct bdsnap_session *s, struct bio_list *held)
 			submit_bio_noacct(bio);
 		else
 			bio_io_error(bio);
-		if (atomic_dec_and_test(&s->nr_held))
-			wake_up(&s->drain_wq);
+		if (atomic_dec_and_test(&t->nr_held))
+			wake_up(&t->drain_wq);
 	}
-	*held = keep;
+	t->waiting = keep;
 }
 
 /*
@@ -333,72 +409,105 @@ static void bdsnap_bio_release(struct bdsnap_session *s, struct bio_list *held)
  * behind the rollback (a resubmitted held write too: its file system is
  * gone, so only a raw writer racing the unmount can have one).
  */
-static void bdsnap_bio_refuse(struct bdsnap_session *s, struct bio_list *held)
+static void bdsnap_bio_refuse(struct bdsnap_bio_tracker *t)
 {
+	struct bdsnap_session *s = t->session;
 	struct bio *bio;
 
-	while ((bio = bio_list_pop(held))) {
+	while ((bio = bio_list_pop(&t->waiting))) {
 		pr_err_ratelimited("%s: write refused: session %s is being rolled back\n",
 				   s->devname, s->dirname);
 		bio_io_error(bio);
-		if (atomic_dec_and_test(&s->nr_held))
-			wake_up(&s->drain_wq);
+		if (atomic_dec_and_test(&t->nr_held))
+			wake_up(&t->drain_wq);
 	}
 }
 
-static void bdsnap_bio_read_work(struct work_struct *work)
+static void bdsnap_bio_work(struct work_struct *work)
 {
-	struct bdsnap_session *s = container_of(work, struct bdsnap_session, read_work);
-	struct bio_list held;
+	struct bdsnap_bio_tracker *t = container_of(work, struct bdsnap_bio_tracker, work);
+	struct bdsnap_session *s = t->session;
+	bool more = true;
 
-	bio_list_init(&held);
-	for (;;) {
-		unsigned int n;
-
-		spin_lock_irq(&s->held_lock);
-		bio_list_merge(&held, &s->held);
-		bio_list_init(&s->held);
-		spin_unlock_irq(&s->held_lock);
-		if (bio_list_empty(&held))
-			break;
+	while (more) {
+		spin_lock_irq(&t->held_lock);
+		bio_list_merge(&t->waiting, &t->held);
+		bio_list_init(&t->held);
+		spin_unlock_irq(&t->held_lock);
 		if (READ_ONCE(s->rollback_task)) {
-			bdsnap_bio_refuse(s, &held);
-			continue;
+			bdsnap_bio_refuse(t);
+			break;
 		}
-		n = bdsnap_bio_gather(s, &held, s->batch);
-		if (n && !READ_ONCE(s->failed))
-			bdsnap_bio_save(s, s->batch, n);
-		bdsnap_bio_release(s, &held);
+		bdsnap_bio_release(t);
+		more = !bio_list_empty(&t->waiting) && !READ_ONCE(s->failed) &&
+		       bdsnap_bio_save_next(t);
 	}
+}
+
+static unsigned int bdsnap_tracker_bio_held(struct bdsnap_session *s)
+{
+	struct bdsnap_bio_tracker *t = s->tracker;
+
+	return atomic_read(&t->nr_held);
 }
 
 static int bdsnap_tracker_bio_start(struct bdsnap_session *s)
 {
-	s->batch = kzalloc(sizeof(*s->batch), GFP_KERNEL);
-	if (!s->batch)
+	struct bdsnap_bio_tracker *t = kzalloc(sizeof(*t), GFP_KERNEL);
+	unsigned int i;
+
+	if (!t)
 		return -ENOMEM;
-	init_completion(&s->batch->done);
-	INIT_WORK(&s->read_work, bdsnap_bio_read_work);
+	t->session = s;
+	spin_lock_init(&t->held_lock);
+	bio_list_init(&t->held);
+	bio_list_init(&t->waiting);
+	init_waitqueue_head(&t->drain_wq);
+	INIT_WORK(&t->work, bdsnap_bio_work);
+	bdsnap_blockmap_init(&t->taken);
+	for (i = 0; i < BDSNAP_SAVES_IN_FLIGHT; i++) {
+		struct bdsnap_bio_batch *batch = &t->batches[i];
+
+		batch->tracker = t;
+		batch->save.blocks = batch->blocks;
+		batch->save.pages = batch->pages;
+		batch->save.saved = bdsnap_bio_saved;
+		init_completion(&batch->done);
+		set_bit(i, &t->idle);
+	}
+	s->tracker = t;
 	return 0;
 }
 
 /*
  * Context: the session is no longer visible to the hook, or it is being
- * rolled back (the hook then holds writes only to refuse them, without
- * @s->batch); then again once it is no longer visible.
+ * rolled back (the hook then holds writes only to refuse them); then again
+ * once it is no longer visible.
  */
 static void bdsnap_tracker_bio_stop(struct bdsnap_session *s)
 {
-	wait_event(s->drain_wq, !atomic_read(&s->nr_held));
-	flush_work(&s->read_work);
-	kfree(s->batch);
-	s->batch = NULL;
+	struct bdsnap_bio_tracker *t = s->tracker;
+
+	wait_event(t->drain_wq, !atomic_read(&t->nr_held) && !atomic_read(&t->nr_saving));
+	flush_work(&t->work);
+}
+
+/* Context: after bdsnap_store_close(): no save's callback can still run. */
+static void bdsnap_tracker_bio_destroy(struct bdsnap_session *s)
+{
+	struct bdsnap_bio_tracker *t = s->tracker;
+
+	bdsnap_blockmap_destroy(&t->taken);
+	kfree(t);
+	s->tracker = NULL;
 }
 
 const struct bdsnap_tracker_ops bdsnap_tracker_bio_ops = {
 	.name = "bio",
 	.start = bdsnap_tracker_bio_start,
 	.stop = bdsnap_tracker_bio_stop,
+	.destroy = bdsnap_tracker_bio_destroy,
+	.held = bdsnap_tracker_bio_held,
 };
 
 int bdsnap_tracker_bio_init(void)

@@ -48,8 +48,24 @@ struct bdsnap_window {
 };
 
 /**
+ * struct bdsnap_vfs_tracker - V1's state in a session.
+ * @session: the session.
+ * @lock: held around copying a block once.
+ * @copies: pre-images copied by probe handlers, for @work.
+ * @work: hands @copies to the core.
+ * @missed: probe misses counted when the session started.
+ */
+struct bdsnap_vfs_tracker {
+	struct bdsnap_session *session;
+	spinlock_t lock;
+	struct llist_head copies;
+	struct work_struct work;
+	unsigned long missed;
+};
+
+/**
  * struct bdsnap_vfs_copy - a pre-image taken in a probe handler.
- * @node: in bdsnap_session.vfs_copies.
+ * @node: in bdsnap_vfs_tracker.copies.
  * @block: block number.
  * @page: the data.
  */
@@ -180,9 +196,15 @@ static int bdsnap_window_exit(struct kretprobe_instance *ri, struct pt_regs *reg
 	return 0;
 }
 
-/* Copy a buffer the window's task is about to modify, once per block. */
+/*
+ * Copy a buffer the window's task is about to modify, once per block.  The
+ * copy counts as saved at once (V1 is never ordered): the block is marked
+ * here, in atomic context, so no second copy is taken; the core marks it
+ * again when the work item saves the copy.
+ */
 static void bdsnap_vfs_copy(struct bdsnap_session *s, struct buffer_head *bh)
 {
+	struct bdsnap_vfs_tracker *t = s->tracker;
 	struct bdsnap_vfs_copy *copy;
 	unsigned long flags;
 	u64 block;
@@ -193,7 +215,7 @@ static void bdsnap_vfs_copy(struct bdsnap_session *s, struct buffer_head *bh)
 	}
 	block = bh->b_blocknr;
 	/* the lock makes a second reader of the block wait until the copy exists */
-	spin_lock_irqsave(&s->vfs_lock, flags);
+	spin_lock_irqsave(&t->lock, flags);
 	if (bdsnap_blockmap_all_set(&s->map, block, block))
 		goto out;
 	copy = kmalloc(sizeof(*copy), GFP_ATOMIC);
@@ -208,10 +230,10 @@ static void bdsnap_vfs_copy(struct bdsnap_session *s, struct buffer_head *bh)
 	}
 	memcpy(page_address(copy->page), bh->b_data, BDSNAP_BLOCK_SIZE);
 	copy->block = block;
-	llist_add(&copy->node, &s->vfs_copies);
-	queue_work(system_unbound_wq, &s->vfs_work);
+	llist_add(&copy->node, &t->copies);
+	queue_work(system_unbound_wq, &t->work);
 out:
-	spin_unlock_irqrestore(&s->vfs_lock, flags);
+	spin_unlock_irqrestore(&t->lock, flags);
 }
 
 static int bdsnap_bread_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
@@ -305,36 +327,56 @@ static unsigned long bdsnap_vfs_missed(void)
 	return missed + bdsnap_dirty_probe.nmissed;
 }
 
+/* V1's copies are saved at once: nothing to wait for. */
+static void bdsnap_vfs_saved(struct bdsnap_save *save, int error)
+{
+}
+
 static void bdsnap_vfs_work(struct work_struct *work)
 {
-	struct bdsnap_session *s = container_of(work, struct bdsnap_session, vfs_work);
-	struct llist_node *list = llist_reverse_order(llist_del_all(&s->vfs_copies));
+	struct bdsnap_vfs_tracker *t = container_of(work, struct bdsnap_vfs_tracker, work);
+	struct llist_node *list = llist_reverse_order(llist_del_all(&t->copies));
 	struct bdsnap_vfs_copy *copy, *next;
+	struct bdsnap_save save = { .n = 1, .saved = bdsnap_vfs_saved };
 
 	llist_for_each_entry_safe(copy, next, list, node) {
-		if (bdsnap_store_add(&s->store, copy->block, copy->page,
-				     bdsnap_session_block_len(s, copy->block), NULL))
-			bdsnap_session_fail(s, NULL);
+		save.blocks = &copy->block;
+		save.pages = &copy->page;
+		bdsnap_session_save(t->session, &save);
 		kfree(copy);
 	}
 }
 
 static int bdsnap_tracker_vfs_start(struct bdsnap_session *s)
 {
-	spin_lock_init(&s->vfs_lock);
-	init_llist_head(&s->vfs_copies);
-	INIT_WORK(&s->vfs_work, bdsnap_vfs_work);
-	s->vfs_missed = bdsnap_vfs_missed();
+	struct bdsnap_vfs_tracker *t = kzalloc(sizeof(*t), GFP_KERNEL);
+
+	if (!t)
+		return -ENOMEM;
+	t->session = s;
+	spin_lock_init(&t->lock);
+	init_llist_head(&t->copies);
+	INIT_WORK(&t->work, bdsnap_vfs_work);
+	t->missed = bdsnap_vfs_missed();
+	s->tracker = t;
 	return 0;
 }
 
 /* Context: the session is no longer visible to the probes. */
 static void bdsnap_tracker_vfs_stop(struct bdsnap_session *s)
 {
-	if (bdsnap_vfs_missed() != s->vfs_missed)
+	struct bdsnap_vfs_tracker *t = s->tracker;
+
+	if (bdsnap_vfs_missed() != t->missed)
 		bdsnap_session_fail(s, "the kernel missed tracking probes");
-	flush_work(&s->vfs_work);
-	bdsnap_vfs_work(&s->vfs_work);
+	flush_work(&t->work);
+	bdsnap_vfs_work(&t->work);
+}
+
+static void bdsnap_tracker_vfs_destroy(struct bdsnap_session *s)
+{
+	kfree(s->tracker);
+	s->tracker = NULL;
 }
 
 /*
@@ -363,6 +405,7 @@ const struct bdsnap_tracker_ops bdsnap_tracker_vfs_ops = {
 	.accepts = bdsnap_tracker_vfs_accepts,
 	.start = bdsnap_tracker_vfs_start,
 	.stop = bdsnap_tracker_vfs_stop,
+	.destroy = bdsnap_tracker_vfs_destroy,
 };
 
 void bdsnap_tracker_vfs_done(void)
