@@ -15,6 +15,7 @@
 #include "bdsnap.h"
 #include "registry.h"
 #include "session.h"
+#include "tracker.h"
 
 static bool bdsnap_terminated(const char *s, size_t size)
 {
@@ -58,19 +59,11 @@ static bool bdsnap_zeroed(const void *p, size_t size)
 
 static int bdsnap_check_tracker(u32 tracker, u32 flags)
 {
-	if (flags & ~BDSNAP_ACT_FLAGS_ALL)
+	const struct bdsnap_tracker_ops *ops = bdsnap_tracker_ops(tracker);
+
+	if (!ops || (flags & ~BDSNAP_ACT_FLAGS_ALL))
 		return -EINVAL;
-	switch (tracker) {
-	case BDSNAP_TRACKER_DEFAULT:
-	case BDSNAP_TRACKER_BIO:
-		break;
-	case BDSNAP_TRACKER_VFS:
-		break;
-	default:
-		return -EINVAL;
-	}
-	/* V1 copies in probe handlers, which cannot wait for the store */
-	if ((flags & BDSNAP_ACT_ORDERED) && tracker == BDSNAP_TRACKER_VFS)
+	if ((flags & BDSNAP_ACT_ORDERED) && !ops->can_order)
 		return -EINVAL;
 	/* a rollback finished after a crash needs every pre-image durable */
 	if ((flags & BDSNAP_ACT_ROLLBACK) && !(flags & BDSNAP_ACT_ORDERED))

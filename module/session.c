@@ -72,9 +72,22 @@ struct bdsnap_session *bdsnap_session_find_rcu(struct block_device *bdev,
 	return NULL;
 }
 
-static const struct bdsnap_tracker_ops *bdsnap_tracker_ops(u32 tracker)
+/**
+ * bdsnap_tracker_ops() - the tracker of a BDSNAP_TRACKER_* number.
+ * @tracker: BDSNAP_TRACKER_DEFAULT is the bio tracker.
+ * Return: its ops, or NULL for an unknown number.
+ */
+const struct bdsnap_tracker_ops *bdsnap_tracker_ops(u32 tracker)
 {
-	return tracker == BDSNAP_TRACKER_VFS ? &bdsnap_tracker_vfs_ops : &bdsnap_tracker_bio_ops;
+	switch (tracker) {
+	case BDSNAP_TRACKER_DEFAULT:
+	case BDSNAP_TRACKER_BIO:
+		return &bdsnap_tracker_bio_ops;
+	case BDSNAP_TRACKER_VFS:
+		return &bdsnap_tracker_vfs_ops;
+	default:
+		return NULL;
+	}
 }
 
 static char *bdsnap_session_dir(struct bdsnap_session *s)

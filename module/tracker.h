@@ -22,6 +22,8 @@ struct bdsnap_session;
  *	0, or -errno with one log line.  NULL: every mount can.
  * @held: writes waiting for their pre-images now (LIST's writes_held);
  *	NULL: the tracker never holds a write.
+ * @can_order: it can hold a write until its pre-image is durable
+ *	(BDSNAP_ACT_ORDERED); V1 copies in probe handlers, which cannot wait.
  */
 struct bdsnap_tracker_ops {
 	const char *name;
@@ -30,10 +32,12 @@ struct bdsnap_tracker_ops {
 	void (*destroy)(struct bdsnap_session *s);
 	int (*accepts)(const char *path, const char *fstype, bool partition);
 	unsigned int (*held)(struct bdsnap_session *s);
+	bool can_order;
 };
 
 extern const struct bdsnap_tracker_ops bdsnap_tracker_bio_ops;
 extern const struct bdsnap_tracker_ops bdsnap_tracker_vfs_ops;
+const struct bdsnap_tracker_ops *bdsnap_tracker_ops(u32 tracker);
 
 /* tracker_bio.c: V2, the block-layer tracker */
 int bdsnap_tracker_bio_init(void);

@@ -508,6 +508,7 @@ const struct bdsnap_tracker_ops bdsnap_tracker_bio_ops = {
 	.stop = bdsnap_tracker_bio_stop,
 	.destroy = bdsnap_tracker_bio_destroy,
 	.held = bdsnap_tracker_bio_held,
+	.can_order = true,
 };
 
 int bdsnap_tracker_bio_init(void)
