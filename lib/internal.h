@@ -59,6 +59,10 @@ typedef int (*record_fn)(void *ctx, uint64_t block, const uint8_t *data, uint32_
 int store_scan(struct bdsnap_session *s, uint64_t from, uint64_t limit,
 	       struct bdsnap_verify_report *rep, record_fn fn, void *ctx,
 	       const struct progress *prog);
+/* data_crc32() - zlib's crc32(0, @buf, @len), folded with PCLMULQDQ where the CPU has it. */
+uint32_t data_crc32(const void *buf, size_t len);
+/* data_crc32_folds() - does data_crc32() use PCLMULQDQ here (for the tests)? */
+bool data_crc32_folds(void);
 /*
  * store_read_record() - the pre-image of @block from the record at @off of
  * the "blocks" file open on @fd, checked as store_scan() checks it, into @out

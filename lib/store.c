@@ -141,7 +141,7 @@ static const char *decode(const struct bdsnap_record *r, uint8_t *payload, uint8
 			return "zlib payload does not inflate to raw_len bytes";
 		*data = raw;
 	}
-	if (crc32(0, *data, le32toh(r->raw_len)) != le32toh(r->data_crc))
+	if (data_crc32(*data, le32toh(r->raw_len)) != le32toh(r->data_crc))
 		return "data CRC mismatch";
 	return NULL;
 }
