@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -75,7 +76,13 @@ int chain_open(struct chain *c, struct bdsnap_session *s, struct bdsnap_session 
 	c->verified = calloc(3 * c->n, sizeof(*c->verified));
 	c->saved = calloc(c->n, sizeof(*c->saved));
 	c->kept = calloc(c->n, sizeof(*c->kept));
-	if (!c->all || !c->verified || !c->saved || !c->kept) {
+	c->log = malloc(c->n * sizeof(*c->log));
+	c->log_st = calloc(c->n, sizeof(*c->log_st));
+	c->map = calloc(c->n, sizeof(*c->map));
+	if (!c->all || !c->verified || !c->saved || !c->kept || !c->log || !c->log_st ||
+	    !c->map) {
+		free(c->log);
+		c->log = NULL;
 		chain_close(c);
 		return -ENOMEM;
 	}
@@ -84,29 +91,34 @@ int chain_open(struct chain *c, struct bdsnap_session *s, struct bdsnap_session 
 	c->all[0] = s;
 	for (i = 0; i < nlater; i++)
 		c->all[i + 1] = later[i];
-	for (i = 0; i < c->n; i++)
+	for (i = 0; i < c->n; i++) {
+		c->log[i] = -1;
 		c->logs += blocks_size(c->all[i]);
+	}
 	c->dry = c->opts.flags & BDSNAP_RESTORE_DRY_RUN;
 	c->prog = (struct progress){ c->opts.progress, c->opts.ctx, 0, 0 };
-	/*
-	 * An open log may grow between the passes (export of a mounted device
-	 * writes what it holds then): only closed chains are written from memory.
-	 */
 	c->keep = !c->dry;
 	preimage_budget_init(&c->budget);
 	for (i = 0; i < c->n; i++) {
 		const struct bdsnap_session_info *in = &c->all[i]->info;
 
 		c->kept[i].budget = &c->budget;
-		if (in->state_kind == BDSNAP_META_OPEN)
-			c->keep = false;
-		/* meta says how much there is: do not fill memory just to drop it. */
-		if (in->bytes_raw != BDSNAP_UNSET)
+		/*
+		 * meta bounds what the zlib records hold: a chain that may not
+		 * fit keeps none rather than fill memory for a part of them.
+		 */
+		if (in->bytes_raw != BDSNAP_UNSET && in->state_kind != BDSNAP_META_OPEN)
 			raw += in->bytes_raw;
 	}
 	if (raw > c->budget.left)
-		c->keep = false;
+		c->budget.left = 0;
 	return 0;
+}
+
+/* An open log may grow between the passes: export reads a device that may be mounted. */
+static bool is_open(const struct chain *c, size_t i)
+{
+	return c->all[i]->info.state_kind == BDSNAP_META_OPEN;
 }
 
 void chain_close(struct chain *c)
@@ -117,6 +129,14 @@ void chain_close(struct chain *c)
 		blockset_free(&c->saved[i]);
 	for (i = 0; c->kept && i < c->n; i++)
 		preimages_free(&c->kept[i]);
+	for (i = 0; c->map && i < c->n; i++)
+		log_unmap(&c->map[i]);
+	for (i = 0; c->log && i < c->n; i++)
+		if (c->log[i] >= 0)
+			close(c->log[i]);
+	free(c->map);
+	free(c->log);
+	free(c->log_st);
 	free(c->kept);
 	free(c->saved);
 	free(c->verified);
@@ -190,20 +210,34 @@ int chain_check(struct chain *c, struct bdsnap_chain_report *rep)
 	return 0;
 }
 
+/*
+ * At most this much of a chain's logs is mapped at once: mapped pages count
+ * in the process's size (though they are the page cache's, not its own).
+ */
+#define MAP_MAX	(1ULL << 30)
+
 int chain_verify(struct chain *c, struct bdsnap_chain_report *rep)
 {
 	struct bdsnap_verify_report v;
-	size_t i, j;
+	uint64_t size, mapped = 0;
+	size_t i;
 	int rc;
 
 	for (i = 0; i < c->n; i++) {
-		rc = session_verify(c->all[i], &v, &c->prog, &c->saved[i],
-				    c->keep ? &c->kept[i] : NULL);
-		if (c->keep && c->budget.exceeded) {
-			for (j = 0; j <= i; j++)
-				preimages_free(&c->kept[j]);
-			c->keep = false;
-		}
+		/* Open once: the write pass reads what was verified, even if a path changes. */
+		c->log[i] = log_open(c->all[i]);
+		if (c->log[i] < 0)
+			return c->log[i];
+		if (fstat(c->log[i], &c->log_st[i]))
+			return -errno;
+		size = c->log_st[i].st_size;
+		/* Not mapped, the log is read into a buffer: slower, as good. */
+		if (sizeof(size_t) >= 8 && size && size <= MAP_MAX - mapped &&
+		    S_ISREG(c->log_st[i].st_mode) && !log_map(c->log[i], size, &c->map[i]))
+			mapped += size;
+		rc = session_verify_log(c->all[i], c->log[i], &c->map[i], &v, &c->prog,
+					&c->saved[i],
+					c->keep && !is_open(c, i) ? &c->kept[i] : NULL);
 		if (rc == -EBADMSG)
 			return bad_session(rep, c->all[i], &v);
 		if (rc)
@@ -220,6 +254,9 @@ int chain_verify(struct chain *c, struct bdsnap_chain_report *rep)
 			rep->blocks = v.records;
 			rep->bytes = v.bytes_raw;
 		}
+		/* A view reads single records later; only a write pass reads all again. */
+		if (!c->keep)
+			log_unmap(&c->map[i]);
 	}
 	return 0;
 }
@@ -232,6 +269,9 @@ static void chain_cut(struct chain *c, size_t n, struct bdsnap_chain_report *rep
 	for (i = n; i < c->n; i++) {
 		blockset_free(&c->saved[i]);
 		preimages_free(&c->kept[i]);
+		log_unmap(&c->map[i]);
+		close(c->log[i]);
+		c->log[i] = -1;
 	}
 	c->n = n;
 	rep->sessions = n;
@@ -332,61 +372,73 @@ int chain_confirm(struct chain *c, struct bdsnap_chain_report *rep)
 	return -ECANCELED;
 }
 
-/* record_fn: the once-per-session rule, then the pre-image onto the device. */
+/* scan_fn: the once-per-session rule where not verified yet, then the pre-image onto the device. */
 struct overlay {
 	struct unique_ctx u;
 	struct writer w;
 };
 
-static int overlay_block(void *ctx, uint64_t block, const uint8_t *data, uint32_t len,
-			 uint64_t off)
+static int overlay_rec(void *ctx, const struct rec *v)
 {
 	struct overlay *o = ctx;
-	int rc = add_unique(&o->u, block, data, len, off);
-
-	return rc ? rc : write_block(&o->w, block, data, len, off);
-}
-
-/* The verify pass kept every pre-image: write them, and only them, from memory. */
-static int apply_kept(struct chain *c, int fd)
-{
-	struct writer w = { .fd = fd, .block_size = c->all[0]->info.block_size };
-	uint64_t span = 0;
-	size_t i;
 	int rc;
 
-	for (i = 0; i < c->n; i++)
-		span += c->verified[i];
-	/* The counts stay verify's (and chain_cut's): each record is written once. */
-	rc = preimages_write(c->kept, c->n, &w, &c->prog, span);
-	c->prog.base += span;
-	return rc;
+	if (!v)
+		return writer_flush(&o->w);
+	rc = v->trusted ? 0 : add_unique(&o->u, v);
+	return rc ? rc : writer_add(&o->w, v->block, v->data, v->len);
+}
+
+/* Is the closed log @i still the file verify read, as it was then? */
+static bool unchanged(const struct chain *c, size_t i)
+{
+	const struct stat *was = &c->log_st[i];
+	struct stat now;
+
+	return !fstat(c->log[i], &now) && now.st_size == was->st_size &&
+	       now.st_mtim.tv_sec == was->st_mtim.tv_sec &&
+	       now.st_mtim.tv_nsec == was->st_mtim.tv_nsec &&
+	       now.st_ctim.tv_sec == was->st_ctim.tv_sec &&
+	       now.st_ctim.tv_nsec == was->st_ctim.tv_nsec;
 }
 
 /*
- * Each log is read to the size verified, except an open one, which is read
- * to its size now: it may have grown since (export copies a device that may
- * be mounted; the pre-images of what changed meanwhile are in the log).
+ * Newest session first, each log in file order: a block saved by several
+ * sessions ends as the oldest of them had it.  A closed log is read to the
+ * size verified, trusting what verify checked (the file is the one it read,
+ * and unchanged: else nothing is written); an open one is read to its size
+ * now, every record checked again: it may have grown since (export copies a
+ * device that may be mounted; the pre-images of what changed meanwhile are
+ * in the log), and appending changes its times.
  */
 int chain_apply(struct chain *c, int fd, struct bdsnap_chain_report *rep)
 {
 	struct bdsnap_verify_report again;
 	struct overlay o;
+	struct scan sc;
 	size_t i;
 	bool open;
 	int rc = 0;
 
+	for (i = 0; i < c->n; i++) {
+		if (!is_open(c, i) && !unchanged(c, i))
+			return -EIO;
+		/* Time has passed (export copied a device, a user was asked): pages may be gone. */
+		if (c->map[i].addr && log_populate(&c->map[i]))
+			log_unmap(&c->map[i]);
+	}
 	rep->wrote = 1;
-	if (c->keep)
-		return apply_kept(c, fd);
 	rep->later_blocks = rep->later_bytes = 0;	/* counted again: an open log may have grown */
 	for (i = c->n; i-- > 0 && !rc;) {
-		open = c->all[i]->info.state_kind == BDSNAP_META_OPEN;
+		open = is_open(c, i);
 		memset(&again, 0, sizeof(again));
-		o = (struct overlay){ .u.rep = &again,
-				      .w = { .fd = fd, .block_size = c->all[i]->info.block_size } };
-		rc = store_scan(c->all[i], 0, open ? UINT64_MAX : c->verified[i], &again,
-				overlay_block, &o, &c->prog);
+		o.u = (struct unique_ctx){ .rep = &again };
+		o.w = (struct writer){ .fd = fd, .block_size = c->all[i]->info.block_size };
+		sc = (struct scan){ .limit = open ? UINT64_MAX : c->verified[i],
+				    .trusted = open ? 0 : c->verified[i], .map = c->map[i],
+				    .kept = c->keep ? &c->kept[i] : NULL,
+				    .fn = overlay_rec, .ctx = &o, .prog = &c->prog };
+		rc = scan_log(c->all[i], c->log[i], &sc, &again);
 		blockset_free(&o.u.set);
 		c->prog.base += c->verified[i];
 		if (rc == -EBADMSG)

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "bdsnap.h"
 
@@ -59,10 +60,67 @@ typedef int (*record_fn)(void *ctx, uint64_t block, const uint8_t *data, uint32_
 int store_scan(struct bdsnap_session *s, uint64_t from, uint64_t limit,
 	       struct bdsnap_verify_report *rep, record_fn fn, void *ctx,
 	       const struct progress *prog);
+
+/* One valid record as scan_log() hands it on; @off is where its header starts. */
+struct rec {
+	uint64_t block, off;
+	const uint8_t *data;		/* the pre-image, @len bytes */
+	uint32_t len;
+	bool zlib;			/* stored as a zlib stream */
+	bool trusted;			/* before scan.trusted: verified by an earlier scan */
+};
+/*
+ * Called for each record, and with NULL before the pre-images handed on so
+ * far are overwritten (they lie in the scan's buffers until then, so a
+ * callback may gather several into one write).  Non-zero stops the scan.
+ */
+typedef int (*scan_fn)(void *ctx, const struct rec *v);
+
+/*
+ * struct logmap - the first @len bytes of a log, mapped read-only, so that
+ * its pages are used where they lie in the page cache instead of copied out.
+ */
+struct logmap {
+	void *addr;
+	size_t len;
+};
+/* log_map() - map and read in the first @len bytes of the log @fd: 0, or -errno and none. */
+int log_map(int fd, size_t len, struct logmap *m);
+/* log_populate() - read in again what the kernel may have dropped: 0 or -errno (EIO). */
+int log_populate(const struct logmap *m);
+void log_unmap(struct logmap *m);
+
+struct preimages;
+/*
+ * What scan_log() reads: @from and @limit as store_scan()'s; @map, if it
+ * has a length, the log's mapping, used as far as it goes.  Records that
+ * start before @trusted were verified whole by an earlier scan of the same
+ * open, unchanged file: their headers are checked again, their pre-images
+ * not (a raw one is handed on as read, a zlib one as that scan kept it in
+ * @kept, or inflated and checked again past what it kept).
+ */
+struct scan {
+	uint64_t from, limit, trusted;
+	struct logmap map;
+	const struct preimages *kept;
+	scan_fn fn;
+	void *ctx;
+	const struct progress *prog;
+};
+/*
+ * scan_log() - store_scan() on the open "blocks" @fd of @s.  A trusted
+ * record that is not what was verified is -EIO, as is a file shorter than
+ * it was when the scan started.
+ */
+int scan_log(struct bdsnap_session *s, int fd, const struct scan *sc,
+	     struct bdsnap_verify_report *rep);
+/* log_open() - a session's "blocks", read-only: the fd or -errno. */
+int log_open(const struct bdsnap_session *s);
 /* data_crc32() - zlib's crc32(0, @buf, @len), folded with PCLMULQDQ where the CPU has it. */
 uint32_t data_crc32(const void *buf, size_t len);
 /* data_crc32_folds() - does data_crc32() use PCLMULQDQ here (for the tests)? */
 bool data_crc32_folds(void);
+
 /*
  * store_read_record() - the pre-image of @block from the record at @off of
  * the "blocks" file open on @fd, checked as store_scan() checks it, into @out
@@ -93,25 +151,29 @@ void blockset_free(struct blockset *set);
 uint64_t *blockset_sorted(const struct blockset *set);
 
 /*
- * add_unique() - record_fn enforcing the once-per-session rule; keeps each
- * pre-image in @kept if that is not NULL (preimages.c).
+ * add_unique() - scan_fn enforcing the once-per-session rule; keeps each
+ * inflated pre-image in @kept if that is not NULL (preimages.c).
  */
-struct preimages;
 struct unique_ctx {
 	struct blockset set;
 	struct bdsnap_verify_report *rep;
 	struct preimages *kept;
 };
-int add_unique(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uint64_t off);
+int add_unique(void *ctx, const struct rec *v);
 
 /*
  * session_verify() - meta, then store_scan() with the once-per-session rule.
  * @keep: if not NULL, receives the set of saved blocks on success (with
  *	their record offsets if @keep->offsets is set on entry).
- * @kept: if not NULL, receives the pre-images, as far as its budget allows.
+ * @kept: if not NULL, receives the pre-images of zlib records, in log
+ *	order, as far as its budget allows.
  */
 int session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *rep,
 		   const struct progress *prog, struct blockset *keep, struct preimages *kept);
+/* session_verify_log() - the same, reading "blocks" from @fd (-1: open it) or @map (NULL). */
+int session_verify_log(struct bdsnap_session *s, int fd, const struct logmap *map,
+		       struct bdsnap_verify_report *rep, const struct progress *prog,
+		       struct blockset *keep, struct preimages *kept);
 /* report_bad() - record the first violation; returns -EBADMSG. */
 int report_bad(struct bdsnap_verify_report *rep, const char *file, uint64_t off,
 	       const char *reason);
@@ -169,6 +231,13 @@ struct preimage_budget {
  * @opts: the caller's options, completed to this version's struct; @dry:
  *	BDSNAP_RESTORE_DRY_RUN.
  * @logs: bytes of all the logs, for the progress total.
+ * @log, @log_st: per session, its "blocks" as chain_verify() opened it
+ *	(and found it then): the write pass reads the very file verified,
+ *	and writes nothing if a closed log changed since.
+ * @map: per session, its log mapped (up to MAP_MAX for the chain), if @keep
+ *	or while verifying.
+ * @kept: per closed session, what verify inflated (preimages.c), if @keep.
+ * @keep: a write pass follows: verify keeps for it what it can.
  * @interrupted: a rollback is being finished (rollback.c): the device may
  *	hold any mix of what the sessions left and of their pre-images, so no
  *	end fingerprint can be expected to match; the whole chain is applied,
@@ -181,9 +250,12 @@ struct chain {
 	uint64_t logs;
 	uint64_t *verified, *records, *raw;	/* per session: log size, records, bytes */
 	struct blockset *saved;		/* each session's blocks, for the fingerprints */
-	struct preimages *kept;		/* each session's pre-images, if @keep */
+	int *log;
+	struct stat *log_st;
+	struct logmap *map;
+	struct preimages *kept;
 	struct preimage_budget budget;
-	bool keep;			/* verify keeps the pre-images for the write */
+	bool keep;
 	bool synced;			/* an open plain session is read through store_sync() */
 	bool interrupted;
 	struct bdsnap_restore_opts opts;
@@ -265,15 +337,29 @@ int chain_restore(struct bdsnap_session *s, struct bdsnap_session *const *later,
 /* backs_mounted_loop() - is the image file @img behind a mounted loop device? */
 int backs_mounted_loop(const struct stat *img);
 
-/* write_block() - record_fn writing each pre-image at its place in @fd. */
+/*
+ * struct writer - pre-images onto @fd, each at its block: those that follow
+ * each other on the device are gathered, as long as they stay where they
+ * are (struct rec), into one pwritev() of up to WRITER_IOV blocks.
+ */
+#define WRITER_IOV	256
 struct writer {
 	int fd;
 	uint64_t block_size;
 	uint64_t blocks, bytes;		/* written so far */
+	struct iovec iov[WRITER_IOV];
+	int n;				/* gathered, not yet written ... */
+	uint64_t at, len;		/* ... from this byte of @fd on, so many bytes */
 };
-int write_block(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uint64_t off);
+/* writer_add() - gather a pre-image, writing what was gathered before if it does not adjoin. */
+int writer_add(struct writer *w, uint64_t block, const uint8_t *data, uint32_t len);
+/* writer_flush() - write what was gathered: 0 or -errno. */
+int writer_flush(struct writer *w);
 
-/* ---- preimages.c: pre-images kept from the verify pass to the write pass ---- */
+/*
+ * ---- preimages.c: inflated pre-images kept from the verify pass to the
+ * write pass, in log order (each session's zlib records, as many as fit) ----
+ */
 struct preimage {
 	uint64_t block;
 	size_t off;			/* in struct preimages' data */
@@ -288,16 +374,12 @@ struct preimages {
 };
 /* preimage_budget_init() - how much a chain may keep. */
 void preimage_budget_init(struct preimage_budget *b);
-/* preimages_add() - keep a copy; over the budget (or memory) the budget is exceeded. */
+/*
+ * preimages_add() - keep a copy; over the budget (or memory) the budget is
+ * exceeded, and nothing more is kept, so what is kept stays a prefix.
+ */
 void preimages_add(struct preimages *k, uint64_t block, const uint8_t *data, uint32_t len);
 void preimages_free(struct preimages *k);
-/*
- * preimages_write() - the kept pre-images of @n sessions, oldest first, onto
- * @w's device: each block from the oldest session that saved it, in block
- * order, contiguous blocks in one write.  Reports progress up to @span.
- */
-int preimages_write(struct preimages *kept, size_t n, struct writer *w,
-		    const struct progress *prog, uint64_t span);
 
 /*
  * store_sync() - wait until the open session @session's log holds every

@@ -7,8 +7,8 @@
  * meta and state, open and check the target (kept open, exclusively for a
  * block device, so nobody mounts it meanwhile), verify every log, check the
  * target's identity against the newest session, ask, and only then write
- * exactly the bytes that were verified: from memory, what verify kept
- * (preimages.c), or in a second pass over the logs.
+ * exactly the bytes that were verified, in a second pass over the very
+ * files verify read (chain_apply).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -21,6 +21,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -138,17 +139,48 @@ int target_open(const char *path, bool dry, const char **refused, int *fdp, uint
 	return 0;
 }
 
-int write_block(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uint64_t off)
+int writer_flush(struct writer *w)
 {
-	struct writer *w = ctx;
+	struct iovec *iov = w->iov;
+	int n = w->n;
+	uint64_t at = w->at;
+	ssize_t k;
+
+	while (n) {
+		k = pwritev(w->fd, iov, n, at);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? -errno : -EIO;
+		at += k;
+		for (; n && (size_t)k >= iov->iov_len; iov++, n--)
+			k -= iov->iov_len;
+		if (n) {
+			iov->iov_base = (char *)iov->iov_base + k;
+			iov->iov_len -= k;
+		}
+	}
+	w->blocks += w->n;
+	w->bytes += w->len;
+	w->n = 0;
+	w->len = 0;
+	return 0;
+}
+
+int writer_add(struct writer *w, uint64_t block, const uint8_t *data, uint32_t len)
+{
+	uint64_t at = block * w->block_size;
 	int rc;
 
-	(void)off;
-	rc = write_full(w->fd, data, len, block * w->block_size);
-	if (rc)
-		return rc;
-	w->blocks++;
-	w->bytes += len;
+	if (w->n && (w->n == WRITER_IOV || at != w->at + w->len)) {
+		rc = writer_flush(w);
+		if (rc)
+			return rc;
+	}
+	if (!w->n)
+		w->at = at;
+	w->iov[w->n++] = (struct iovec){ .iov_base = (void *)data, .iov_len = len };
+	w->len += len;
 	return 0;
 }
 

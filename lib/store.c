@@ -14,13 +14,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include "internal.h"
 
-#define READ_BUF	(1U << 20)
+/*
+ * A log that is not mapped (struct scan) is read through a buffer: large
+ * enough that the calls do not count, small enough that what it brought in
+ * is still in the CPU's cache when the CRC (or, on the write pass, the
+ * write) goes over it.
+ */
+#define READ_BUF	(256U << 10)
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ	22
+#endif
 
 int report_bad(struct bdsnap_verify_report *rep, const char *file, uint64_t off,
 	       const char *reason)
@@ -31,44 +42,115 @@ int report_bad(struct bdsnap_verify_report *rep, const char *file, uint64_t off,
 	return -EBADMSG;
 }
 
-/* Sequential reads through one buffer, never past @end. */
-struct reader {
-	int fd;
-	uint8_t *buf;
-	size_t len, pos;
-	uint64_t off, end;
-};
-
-/* 0, or -EIO when the file turned out shorter than when we started. */
-static int rd_read(struct reader *r, void *dst, size_t n)
+/* Is every page of @m in the page cache, so that touching it needs no read? */
+static bool resident(const struct logmap *m)
 {
-	uint8_t *p = dst;
-	size_t k;
+	size_t page = sysconf(_SC_PAGESIZE), at, len, i;
+	unsigned char vec[4096];
+
+	for (at = 0; at < m->len; at += len) {
+		len = m->len - at < sizeof(vec) * page ? m->len - at : sizeof(vec) * page;
+		if (mincore((char *)m->addr + at, len, vec))
+			return false;
+		for (i = 0; i < (len + page - 1) / page; i++)
+			if (!(vec[i] & 1))
+				return false;
+	}
+	return true;
+}
+
+int log_populate(const struct logmap *m)
+{
+	/*
+	 * Unlike MAP_POPULATE or a first touch, this reports a page that
+	 * cannot be read as an error, where a touch would raise SIGBUS.
+	 */
+	if (resident(m))
+		return 0;
+	return madvise(m->addr, m->len, MADV_POPULATE_READ) ? -errno : 0;
+}
+
+int log_map(int fd, size_t len, struct logmap *m)
+{
+	void *addr;
 	int rc;
 
-	while (n) {
-		if (r->pos == r->len) {
-			k = r->end - r->off < READ_BUF ? r->end - r->off : READ_BUF;
-			rc = k ? read_dev(r->fd, false, r->buf, k, r->off) : 1;
+	*m = (struct logmap){ 0 };
+	addr = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	if (addr == MAP_FAILED)
+		return -errno;
+	madvise(addr, len, MADV_SEQUENTIAL);
+	*m = (struct logmap){ addr, len };
+	rc = log_populate(m);
+	if (rc)
+		log_unmap(m);
+	return rc;
+}
+
+void log_unmap(struct logmap *m)
+{
+	if (m->addr)
+		munmap(m->addr, m->len);
+	*m = (struct logmap){ 0 };
+}
+
+/* Sequential reads of a log, never past @end; records are used where they lie. */
+struct reader {
+	int fd;
+	uint64_t off, end;	/* the next byte to consume; where to stop */
+	const uint8_t *at;	/* bytes [@start, @start + @len) of the file are here: */
+	uint64_t start;
+	size_t len;
+	struct logmap map;	/* ... in the log's mapping (of its first bytes), */
+	uint8_t *buf;		/* ... or in this buffer (READ_BUF, once allocated) */
+};
+
+static bool rd_has(const struct reader *r, size_t n)
+{
+	return r->off >= r->start && r->off + n <= r->start + r->len;
+}
+
+/*
+ * The next @n bytes (at most READ_BUF, none past @end), in place; pointers
+ * into the buffer go stale unless rd_has() said they stay.  0, or -EIO when
+ * the file turned out shorter than when we started.
+ */
+static int rd_peek(struct reader *r, size_t n, const uint8_t **p)
+{
+	size_t want;
+	int rc;
+
+	if (!rd_has(r, n)) {
+		if (r->off + n <= r->map.len) {
+			r->at = r->map.addr;
+			r->start = 0;
+			r->len = r->map.len;
+		} else {
+			if (!r->buf && !(r->buf = malloc(READ_BUF)))
+				return -ENOMEM;
+			want = r->end - r->off < READ_BUF ? r->end - r->off : READ_BUF;
+			rc = want ? read_dev(r->fd, false, r->buf, want, r->off) : 1;
 			if (rc)
 				return rc > 0 ? -EIO : rc;
-			r->len = k;
-			r->pos = 0;
+			r->at = r->buf;
+			r->start = r->off;
+			r->len = want;
 		}
-		k = n < r->len - r->pos ? n : r->len - r->pos;
-		memcpy(p, r->buf + r->pos, k);
-		r->pos += k;
-		r->off += k;
-		p += k;
-		n -= k;
+		if (!rd_has(r, n))
+			return -EIO;
 	}
+	*p = r->at + (r->off - r->start);
 	return 0;
+}
+
+static void rd_skip(struct reader *r, size_t n)
+{
+	r->off += n;
 }
 
 static void rd_seek(struct reader *r, uint64_t off)
 {
 	r->off = off;
-	r->pos = r->len = 0;
 }
 
 /* The 64-byte header, against the format rules and against meta. */
@@ -127,7 +209,7 @@ static const char *check_record(const struct bdsnap_record *r, uint32_t bs, uint
 }
 
 /* The raw pre-image of a checked record, or a reason it has none. */
-static const char *decode(const struct bdsnap_record *r, uint8_t *payload, uint8_t *raw,
+static const char *decode(const struct bdsnap_record *r, const uint8_t *payload, uint8_t *raw,
 			  uint32_t bs, const uint8_t **data)
 {
 	uLongf out = bs;
@@ -146,60 +228,81 @@ static const char *decode(const struct bdsnap_record *r, uint8_t *payload, uint8
 	return NULL;
 }
 
+/*
+ * A record before @sc->trusted was checked whole by an earlier scan of the
+ * same open file, unchanged since: its header is checked again (cheap, and
+ * it must still be the record verified), its pre-image is not.  A raw one
+ * is its payload; a zlib one is what that scan kept, in the same order.
+ * 0 with *@data; 1: nothing kept, inflate (and check) it again; -EIO: the
+ * log is not what was verified.
+ */
+static int trusted_data(const struct scan *sc, const struct bdsnap_record *r,
+			const uint8_t *payload, size_t *nkept, const uint8_t **data)
+{
+	const struct preimage *k;
 
-int store_scan(struct bdsnap_session *s, uint64_t from, uint64_t limit,
-	       struct bdsnap_verify_report *rep, record_fn fn, void *ctx,
-	       const struct progress *prog)
+	*data = payload;
+	if (!(le32toh(r->flags) & BDSNAP_REC_ZLIB))
+		return 0;
+	if (!sc->kept || *nkept >= sc->kept->n)
+		return 1;
+	k = &sc->kept->v[(*nkept)++];
+	if (k->block != le64toh(r->block) || k->len != le32toh(r->raw_len))
+		return -EIO;
+	*data = sc->kept->data + k->off;
+	return 0;
+}
+
+int log_open(const struct bdsnap_session *s)
+{
+	char path[BDSNAP_PATH_MAX + 8];
+	int fd;
+
+	if (snprintf(path, sizeof(path), "%s/blocks", s->dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int scan_log(struct bdsnap_session *s, int fd, const struct scan *sc,
+	     struct bdsnap_verify_report *rep)
 {
 	struct bdsnap_store_header h;
 	struct bdsnap_record r;
-	struct reader rd = { .fd = -1 };
-	uint8_t *payload = NULL, *raw = NULL;
-	const uint8_t *data;
-	char path[BDSNAP_PATH_MAX + 8];
+	struct reader rd = { .fd = fd, .map = sc->map };
+	struct rec v = { 0 };
+	const uint8_t *p;
+	uint8_t *raw = NULL;
 	const char *why;
+	size_t nkept = 0;
+	bool scratch = false;	/* @raw was handed on */
 	uint32_t bs;
 	uint64_t off;
 	struct stat st;
 	int rc;
 
-	if (snprintf(path, sizeof(path), "%s/blocks", s->dir) >= (int)sizeof(path))
-		return -ENAMETOOLONG;
-	rd.fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (rd.fd < 0)
+	if (fstat(fd, &st))
 		return -errno;
-	if (fstat(rd.fd, &st)) {
-		rc = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = report_bad(rep, "blocks", 0, "blocks is not a regular file");
-		goto out;
-	}
+	if (!S_ISREG(st.st_mode))
+		return report_bad(rep, "blocks", 0, "blocks is not a regular file");
 	/* An open session may still grow: look only at what is there now. */
-	rd.end = (uint64_t)st.st_size < limit ? (uint64_t)st.st_size : limit;
+	rd.end = (uint64_t)st.st_size < sc->limit ? (uint64_t)st.st_size : sc->limit;
 	rep->file_size = rd.end;
-	posix_fadvise(rd.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	rd.buf = malloc(READ_BUF);
-	if (!rd.buf) {
-		rc = -ENOMEM;
-		goto out;
-	}
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	if (rd.end < sizeof(h))
+		return report_bad(rep, "blocks", 0, "blocks is shorter than its header");
 
-	if (rd.end < sizeof(h)) {
-		rc = report_bad(rep, "blocks", 0, "blocks is shorter than its header");
+	rc = rd_peek(&rd, sizeof(h), &p);
+	if (rc)
 		goto out;
-	}
-	rc = rd_read(&rd, &h, sizeof(h));
-	if (!rc)
-		rc = check_header(s, &h, rd.end, rep);
+	memcpy(&h, p, sizeof(h));
+	rc = check_header(s, &h, rd.end, rep);
 	if (rc)
 		goto out;
 	bs = le32toh(h.block_size);
-	rd_seek(&rd, from > le32toh(h.header_size) ? from : le32toh(h.header_size));
-	payload = malloc(compressBound(bs));
+	rd_seek(&rd, sc->from > le32toh(h.header_size) ? sc->from : le32toh(h.header_size));
 	raw = malloc(bs);
-	if (!payload || !raw) {
+	if (!raw) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -208,41 +311,92 @@ int store_scan(struct bdsnap_session *s, uint64_t from, uint64_t limit,
 		/* A record cut short by the end of the file is a torn tail, not corruption. */
 		if (rd.end - off < sizeof(r))
 			break;
-		rc = rd_read(&rd, &r, sizeof(r));
+		/* What was handed on may live in the buffer, which a refill overwrites. */
+		if (!rd_has(&rd, sizeof(r)) && (rc = sc->fn(sc->ctx, NULL)))
+			goto out;
+		rc = rd_peek(&rd, sizeof(r), &p);
 		if (rc)
 			goto out;
+		memcpy(&r, p, sizeof(r));
 		why = check_record(&r, bs, s->info.device_size);
 		if (why) {
 			rc = report_bad(rep, "blocks", off, why);
 			goto out;
 		}
-		if (le32toh(r.stored_len) > rd.end - rd.off)
+		if (le32toh(r.stored_len) > rd.end - off - sizeof(r))
 			break;
-		rc = rd_read(&rd, payload, le32toh(r.stored_len));
+		rd_skip(&rd, sizeof(r));
+		if (!rd_has(&rd, le32toh(r.stored_len)) && (rc = sc->fn(sc->ctx, NULL)))
+			goto out;
+		rc = rd_peek(&rd, le32toh(r.stored_len), &p);
 		if (rc)
 			goto out;
-		why = decode(&r, payload, raw, bs, &data);
-		if (why) {
-			rc = report_bad(rep, "blocks", off, why);
+		v.trusted = off < sc->trusted;
+		rc = v.trusted ? trusted_data(sc, &r, p, &nkept, &v.data) : 1;
+		if (rc < 0)
 			goto out;
+		if (rc) {
+			/* @raw is about to be overwritten */
+			if (scratch && (rc = sc->fn(sc->ctx, NULL)))
+				goto out;
+			why = decode(&r, p, raw, bs, &v.data);
+			if (why) {
+				rc = report_bad(rep, "blocks", off, why);
+				goto out;
+			}
+			scratch = v.data == raw;
 		}
-		rc = fn(ctx, le64toh(r.block), data, le32toh(r.raw_len), off);
+		rd_skip(&rd, le32toh(r.stored_len));
+		v.block = le64toh(r.block);
+		v.off = off;
+		v.len = le32toh(r.raw_len);
+		v.zlib = le32toh(r.flags) & BDSNAP_REC_ZLIB;
+		rc = sc->fn(sc->ctx, &v);
 		if (rc)
 			goto out;
 		rep->records++;
-		rep->bytes_raw += le32toh(r.raw_len);
-		progress_report(prog, rd.off);
+		rep->bytes_raw += v.len;
+		progress_report(sc->prog, rd.off);
 	}
 	if (off < rd.end) {
 		rep->torn_tail = 1;
 		rep->torn_offset = off;
 	}
-	progress_report(prog, rd.end);
+	/* The buffers go now: what was handed on must be used first. */
+	rc = sc->fn(sc->ctx, NULL);
+	progress_report(sc->prog, rd.end);
 out:
 	free(raw);
-	free(payload);
 	free(rd.buf);
-	close(rd.fd);
+	return rc;
+}
+
+/* store_scan()'s callback on scan_log()'s. */
+struct plain {
+	record_fn fn;
+	void *ctx;
+};
+
+static int plain_rec(void *ctx, const struct rec *v)
+{
+	struct plain *pl = ctx;
+
+	return v ? pl->fn(pl->ctx, v->block, v->data, v->len, v->off) : 0;
+}
+
+int store_scan(struct bdsnap_session *s, uint64_t from, uint64_t limit,
+	       struct bdsnap_verify_report *rep, record_fn fn, void *ctx,
+	       const struct progress *prog)
+{
+	struct plain pl = { fn, ctx };
+	struct scan sc = { .from = from, .limit = limit, .fn = plain_rec, .ctx = &pl,
+			   .prog = prog };
+	int rc, fd = log_open(s);
+
+	if (fd < 0)
+		return fd;
+	rc = scan_log(s, fd, &sc, rep);
+	close(fd);
 	return rc;
 }
 
@@ -383,17 +537,20 @@ uint64_t *blockset_sorted(const struct blockset *set)
 	return v;
 }
 
-/* record_fn: the once-per-session rule; @ctx is a struct unique_ctx. */
-int add_unique(void *ctx, uint64_t block, const uint8_t *data, uint32_t len, uint64_t off)
+/* scan_fn: the once-per-session rule; @ctx is a struct unique_ctx. */
+int add_unique(void *ctx, const struct rec *v)
 {
 	struct unique_ctx *u = ctx;
 	int rc;
 
-	rc = blockset_add(&u->set, block, off);
+	if (!v)
+		return 0;
+	rc = blockset_add(&u->set, v->block, v->off);
 	if (rc > 0)
-		return report_bad(u->rep, "blocks", off, "duplicate block");
-	if (!rc && u->kept)
-		preimages_add(u->kept, block, data, len);
+		return report_bad(u->rep, "blocks", v->off, "duplicate block");
+	/* A raw pre-image is read again from the log: only inflating is worth sparing. */
+	if (!rc && u->kept && v->zlib)
+		preimages_add(u->kept, v->block, v->data, v->len);
 	return rc;
 }
 
@@ -416,17 +573,27 @@ static int check_counters(struct bdsnap_session *s, struct bdsnap_verify_report 
 	return 0;
 }
 
-int session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *rep,
-		   const struct progress *prog, struct blockset *keep, struct preimages *kept)
+int session_verify_log(struct bdsnap_session *s, int fd, const struct logmap *map,
+		       struct bdsnap_verify_report *rep, const struct progress *prog,
+		       struct blockset *keep, struct preimages *kept)
 {
 	struct unique_ctx u = { .set.offsets = keep && keep->offsets, .rep = rep, .kept = kept };
-	int rc;
+	struct scan sc = { .limit = UINT64_MAX, .map = map ? *map : (struct logmap){ 0 },
+			   .fn = add_unique, .ctx = &u, .prog = prog };
+	int rc, mine = -1;
 
 	memset(rep, 0, sizeof(*rep));
 	rep->meta_torn = s->meta_torn;
 	if (s->meta_reason)
 		return report_bad(rep, "meta", s->meta_offset, s->meta_reason);
-	rc = store_scan(s, 0, UINT64_MAX, rep, add_unique, &u, prog);
+	if (fd < 0) {
+		fd = mine = log_open(s);
+		if (fd < 0)
+			return fd;
+	}
+	rc = scan_log(s, fd, &sc, rep);
+	if (mine >= 0)
+		close(mine);
 	if (!rc && s->info.state_kind == BDSNAP_META_COMPLETE)
 		rc = check_counters(s, rep);
 	if (!rc && keep)
@@ -434,6 +601,12 @@ int session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *rep,
 	else
 		blockset_free(&u.set);
 	return rc;
+}
+
+int session_verify(struct bdsnap_session *s, struct bdsnap_verify_report *rep,
+		   const struct progress *prog, struct blockset *keep, struct preimages *kept)
+{
+	return session_verify_log(s, -1, NULL, rep, prog, keep, kept);
 }
 
 int bdsnap_session_verify_progress(struct bdsnap_session *s,
