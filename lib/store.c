@@ -516,24 +516,52 @@ void blockset_free(struct blockset *set)
 	*set = (struct blockset){ .offsets = set->offsets };
 }
 
-static int by_block(const void *a, const void *b)
+/*
+ * Sorted by bytes, least significant first, as many as the largest member
+ * has: the fingerprint sorts every block a session saved, millions at
+ * times, where qsort() and its calls cost as much as hashing the sample.
+ */
+static void radix_sort(uint64_t *v, uint64_t *tmp, size_t n)
 {
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	uint64_t max = 0, *from = v, *to = tmp, *t;
+	size_t count[256], i, sum, c;
+	unsigned int shift;
 
-	return x < y ? -1 : x > y;
+	for (i = 0; i < n; i++)
+		max |= v[i];
+	for (shift = 0; shift < 64 && max >> shift; shift += 8) {
+		memset(count, 0, sizeof(count));
+		for (i = 0; i < n; i++)
+			count[from[i] >> shift & 0xff]++;
+		for (i = 0, sum = 0; i < 256; i++) {
+			c = count[i];
+			count[i] = sum;
+			sum += c;
+		}
+		for (i = 0; i < n; i++)
+			to[count[from[i] >> shift & 0xff]++] = from[i];
+		t = from, from = to, to = t;
+	}
+	if (from != v)
+		memcpy(v, from, n * sizeof(*v));
 }
 
 uint64_t *blockset_sorted(const struct blockset *set)
 {
-	uint64_t *v = malloc((set->n ? set->n : 1) * sizeof(*v));
+	uint64_t *v = malloc((set->n ? set->n : 1) * sizeof(*v)), *tmp;
 	size_t i, n = 0;
 
-	if (!v)
+	tmp = malloc((set->n ? set->n : 1) * sizeof(*tmp));
+	if (!v || !tmp) {
+		free(v);
+		free(tmp);
 		return NULL;
+	}
 	for (i = 0; i < set->cap; i++)
 		if (set->slot[i] != UINT64_MAX)
 			v[n++] = set->slot[i];
-	qsort(v, n, sizeof(*v), by_block);
+	radix_sort(v, tmp, n);
+	free(tmp);
 	return v;
 }
 
