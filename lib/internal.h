@@ -86,7 +86,10 @@ struct logmap {
 };
 /* log_map() - map and read in the first @len bytes of the log @fd: 0, or -errno and none. */
 int log_map(int fd, size_t len, struct logmap *m);
-/* log_populate() - read in again what the kernel may have dropped: 0 or -errno (EIO). */
+/*
+ * log_populate() - read in again what the kernel may have dropped since
+ * log_map(), if anything: 0 or -errno (EIO).
+ */
 int log_populate(const struct logmap *m);
 void log_unmap(struct logmap *m);
 

@@ -59,15 +59,20 @@ static bool resident(const struct logmap *m)
 	return true;
 }
 
+/*
+ * Read in what is not cached and map every page: unlike MAP_POPULATE or a
+ * first touch, this reports a page that cannot be read as an error, where
+ * a touch would raise SIGBUS; and it takes one call, not a fault per few
+ * pages.
+ */
+static int populate(const struct logmap *m)
+{
+	return madvise(m->addr, m->len, MADV_POPULATE_READ) ? -errno : 0;
+}
+
 int log_populate(const struct logmap *m)
 {
-	/*
-	 * Unlike MAP_POPULATE or a first touch, this reports a page that
-	 * cannot be read as an error, where a touch would raise SIGBUS.
-	 */
-	if (resident(m))
-		return 0;
-	return madvise(m->addr, m->len, MADV_POPULATE_READ) ? -errno : 0;
+	return resident(m) ? 0 : populate(m);
 }
 
 int log_map(int fd, size_t len, struct logmap *m)
@@ -81,7 +86,7 @@ int log_map(int fd, size_t len, struct logmap *m)
 		return -errno;
 	madvise(addr, len, MADV_SEQUENTIAL);
 	*m = (struct logmap){ addr, len };
-	rc = log_populate(m);
+	rc = populate(m);
 	if (rc)
 		log_unmap(m);
 	return rc;
