@@ -258,6 +258,13 @@ static int trusted_data(const struct scan *sc, const struct bdsnap_record *r,
 	return 0;
 }
 
+/* What was handed on is about to be overwritten or freed: the callback must use it now. */
+static int hand_back(const struct scan *sc, bool *scratch)
+{
+	*scratch = false;
+	return sc->fn(sc->ctx, NULL);
+}
+
 int log_open(const struct bdsnap_session *s)
 {
 	char path[BDSNAP_PATH_MAX + 8];
@@ -317,7 +324,7 @@ int scan_log(struct bdsnap_session *s, int fd, const struct scan *sc,
 		if (rd.end - off < sizeof(r))
 			break;
 		/* What was handed on may live in the buffer, which a refill overwrites. */
-		if (!rd_has(&rd, sizeof(r)) && (rc = sc->fn(sc->ctx, NULL)))
+		if (!rd_has(&rd, sizeof(r)) && (rc = hand_back(sc, &scratch)))
 			goto out;
 		rc = rd_peek(&rd, sizeof(r), &p);
 		if (rc)
@@ -331,7 +338,7 @@ int scan_log(struct bdsnap_session *s, int fd, const struct scan *sc,
 		if (le32toh(r.stored_len) > rd.end - off - sizeof(r))
 			break;
 		rd_skip(&rd, sizeof(r));
-		if (!rd_has(&rd, le32toh(r.stored_len)) && (rc = sc->fn(sc->ctx, NULL)))
+		if (!rd_has(&rd, le32toh(r.stored_len)) && (rc = hand_back(sc, &scratch)))
 			goto out;
 		rc = rd_peek(&rd, le32toh(r.stored_len), &p);
 		if (rc)
@@ -341,15 +348,16 @@ int scan_log(struct bdsnap_session *s, int fd, const struct scan *sc,
 		if (rc < 0)
 			goto out;
 		if (rc) {
-			/* @raw is about to be overwritten */
-			if (scratch && (rc = sc->fn(sc->ctx, NULL)))
+			/* Inflating overwrites @raw. */
+			if (scratch && (le32toh(r.flags) & BDSNAP_REC_ZLIB) &&
+			    (rc = hand_back(sc, &scratch)))
 				goto out;
 			why = decode(&r, p, raw, bs, &v.data);
 			if (why) {
 				rc = report_bad(rep, "blocks", off, why);
 				goto out;
 			}
-			scratch = v.data == raw;
+			scratch |= v.data == raw;
 		}
 		rd_skip(&rd, le32toh(r.stored_len));
 		v.block = le64toh(r.block);
@@ -367,8 +375,7 @@ int scan_log(struct bdsnap_session *s, int fd, const struct scan *sc,
 		rep->torn_tail = 1;
 		rep->torn_offset = off;
 	}
-	/* The buffers go now: what was handed on must be used first. */
-	rc = sc->fn(sc->ctx, NULL);
+	rc = hand_back(sc, &scratch);
 	progress_report(sc->prog, rd.end);
 out:
 	free(raw);
