@@ -34,6 +34,9 @@ LABEL = {"baseline": "no snapshot", "v2": "bdsnap V2", "v2-ordered": "bdsnap V2 
          "sfs-v1": "bdsnap V1 on sfs", "sfs-v2": "bdsnap V2 on sfs"}
 TARGETS = {  # name: (threshold, text)
     "rand_first_ordered_vs_dm": (1.5, "random-4K first write, V2 ordered / dm-snapshot"),
+    "ordered_vs_dm": (1.2, "V2 ordered / dm-snapshot, every job"),
+    "plain_seq_first_qd1": (0.20, "sequential first write, V2 / no snapshot, qd 1"),
+    "plain_seq_first_aio": (0.30, "sequential first write, V2 / no snapshot, libaio"),
     "rewrite_vs_baseline": (0.95, "rewrite / baseline"),
     "store_text": (0.5, "store / raw bytes on compressible (text) data"),
     "restore_vs_dd": (0.8, "restore speed / dd of the same blocks"),
@@ -234,6 +237,23 @@ class Report:
                 continue
             slope = (d2 - d1) / (n2 - n1)
             out.append(f"| {LABEL[cfg]} | {fmt(d1 - slope * n1)} | {fmt(slope * 1e6 / 1024)} |")
+        return out + ["", *self.memory_peak()]
+
+    def memory_peak(self):
+        """Pre-images in memory at the peak of a first-write flood: the store's queue
+        (module LIST, sampled every 0.25 s), which writers wait on at store_queue_max."""
+        out = []
+        for cfg in ("v2", "v2-ordered"):
+            peaks = [(r.get("queue_max", 0), r["job"]) for (c, j), rows in self.runs.items()
+                     if c == cfg and j.endswith("first") for r in rows]
+            if peaks:
+                n, job = max(peaks)
+                out.append(f"- {LABEL[cfg]}: at most {n} pre-images queued "
+                           f"({fmt(n * 4 / 1024)} MiB, {job_label(job)})")
+        if out:
+            out = ["Peak pre-image memory under the first-write floods (the bound: "
+                   "`store_queue_max` = 4096 queued, 16 MiB, plus one batch of 256 being "
+                   "read, 1 MiB, per session):", "", *out]
         return out
 
     def cpu(self):
@@ -256,6 +276,11 @@ class Report:
         t["rewrite_vs_baseline"] += [(f"{LABEL[c]}, {j}", self.ratio(c, "sfs", j, sfs=True))
                                      for c in ("sfs-v1", "sfs-v2")
                                      for j in ("seq-rewrite", "rand-rewrite")]
+        t["ordered_vs_dm"] = [(job_label(j), self.ratio("v2-ordered", "dm-snapshot", j))
+                              for j in EXT4_JOBS
+                              if self.value("v2-ordered", j)[0] is not None]
+        t["plain_seq_first_qd1"] = [("V2", self.ratio("v2", "baseline", "qd1-seq-first"))]
+        t["plain_seq_first_aio"] = [("V2", self.ratio("v2", "baseline", "seq-first"))]
         text = [c for c in self.r["compress"] if c["data"] == "text"]
         t["store_text"] = [("text", text[0]["bytes_stored"] / text[0]["bytes_raw"]
                             if text else None)]
