@@ -316,9 +316,17 @@ static int bdsnap_bio_read(struct bdsnap_session *s, struct bdsnap_bio_batch *ba
 	return error;
 }
 
-static void bdsnap_bio_batch_put(struct bdsnap_bio_tracker *t, struct bdsnap_bio_batch *batch)
+/*
+ * The batch is free again.  The worker, if it is to look again, is queued
+ * after the batch is free (or it could find none and stop) and before the
+ * count drops (or stop() could flush the work before it is queued).
+ */
+static void bdsnap_bio_batch_put(struct bdsnap_bio_tracker *t, struct bdsnap_bio_batch *batch,
+				 bool wake_worker)
 {
 	set_bit(batch - t->batches, &t->idle);
+	if (wake_worker)
+		queue_work(bdsnap_bio_wq, &t->work);
 	if (atomic_dec_and_test(&t->nr_saving))
 		wake_up(&t->drain_wq);
 }
@@ -327,10 +335,8 @@ static void bdsnap_bio_batch_put(struct bdsnap_bio_tracker *t, struct bdsnap_bio
 static void bdsnap_bio_saved(struct bdsnap_save *save, int error)
 {
 	struct bdsnap_bio_batch *batch = container_of(save, struct bdsnap_bio_batch, save);
-	struct bdsnap_bio_tracker *t = batch->tracker;
 
-	queue_work(bdsnap_bio_wq, &t->work);
-	bdsnap_bio_batch_put(t, batch);
+	bdsnap_bio_batch_put(batch->tracker, batch, true);
 }
 
 /*
@@ -355,7 +361,7 @@ static bool bdsnap_bio_save_next(struct bdsnap_bio_tracker *t)
 	clear_bit(idle, &t->idle);
 	atomic_inc(&t->nr_saving);
 	if (bdsnap_bio_read(s, batch, n)) {
-		bdsnap_bio_batch_put(t, batch);
+		bdsnap_bio_batch_put(t, batch, false);
 		return true;
 	}
 	for (i = 0; i < n; i++) {
