@@ -648,7 +648,7 @@ class Bench:
         tmp.write_text(json.dumps(self.res, indent=1))
         os.replace(tmp, self.out / "bench.json")
 
-    def run(self, reps=None):
+    def run(self, reps=None, jobs_only=False):
         reps = reps or self.p["reps"]
         ext4 = [c for c in EXT4_CONFIGS if not self.configs or c in self.configs]
         sfs = [c for c in SFS_CONFIGS if not self.configs or c in self.configs]
@@ -663,9 +663,10 @@ class Bench:
                 for cfg in sfs[rep % len(sfs):] + sfs[:rep % len(sfs)] if sfs else []:
                     log(f"{cfg} rep {rep}")
                     self.sfs_config(cfg, rep)
-            if not self.configs or "v2" in self.configs:
+            if not jobs_only and (not self.configs or "v2" in self.configs):
                 self.compressibility()
-            self.cpu_costs()
+            if not jobs_only:
+                self.cpu_costs()
             self.res["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
             self.save()
         log(f"done in {time.monotonic() - T0:.0f} s; {len(self.res['errors'])} error(s)")
@@ -704,6 +705,9 @@ def main(argv=None):
                     "qd1 = qd1-seq and qd1-rand; or e.g. rand-first, qd1-rand-first)")
     ap.add_argument("--store-fs", choices=("ext4", "tmpfs"), default="ext4",
                     help="file system of bdsnap's store (default ext4 on a loop device)")
+    ap.add_argument("--jobs-only", action="store_true",
+                    help="skip the measurements made once (store size vs raw, CPU costs): "
+                    "the jobs alone, e.g. for bench/ab.py or a profile of the jobs")
     a = ap.parse_args(argv)
     if not os.environ.get("BDSNAP_GUEST"):
         sys.exit("bench.py: runs only inside the test guest (tests/vm/run.py); use `make bench`")
@@ -712,7 +716,7 @@ def main(argv=None):
         sys.exit(f"bench.py: profile {a.profile} needs a guest with >= "
                  f"{PROFILES[a.profile]['mem_mb_min']} MiB (run.py --mem), this one has {mem}")
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    res = Bench(a.profile, a.out, a.work, a.configs, a.jobs, a.store_fs).run(a.reps)
+    res = Bench(a.profile, a.out, a.work, a.configs, a.jobs, a.store_fs).run(a.reps, a.jobs_only)
     return 1 if res["errors"] else 0
 
 
