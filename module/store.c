@@ -43,6 +43,12 @@ MODULE_PARM_DESC(store_queue_max,
 #define BDSNAP_STORE_WRITEBACK_BYTES	(4 << 20)
 /* a record never needs more than its header and a raw block */
 #define BDSNAP_RECORD_MAX	(sizeof(struct bdsnap_record) + BDSNAP_BLOCK_SIZE)
+/*
+ * Pages a session keeps for reuse, at most a quarter of store_queue_max:
+ * what the worker frees before blocked writers go on, so what they ask for
+ * again at once.  The pool only holds pages that were in flight together.
+ */
+#define BDSNAP_STORE_POOL_MAX	1024
 
 /**
  * struct bdsnap_preimage - a block's old content on its way to the log.
@@ -390,9 +396,25 @@ static void bdsnap_store_stage(struct bdsnap_store *st, struct bdsnap_preimage *
 	st->bytes_raw += pre->len;
 }
 
-static void bdsnap_preimage_free(struct bdsnap_preimage *pre)
+/*
+ * Pages whose pre-images are written (or dropped): back to the pool for the
+ * tracker's next reads, freed once it is full.
+ */
+static void bdsnap_store_recycle(struct bdsnap_store *st, struct page **pages, unsigned int n)
 {
-	__free_page(pre->page);
+	unsigned int i = 0;
+
+	spin_lock(&st->lock);
+	while (st->recycle && i < n && st->pool_nr < st->pool_max)
+		st->pool[st->pool_nr++] = pages[i++];
+	spin_unlock(&st->lock);
+	while (i < n)
+		__free_page(pages[i++]);
+}
+
+static void bdsnap_preimage_free(struct bdsnap_store *st, struct bdsnap_preimage *pre)
+{
+	bdsnap_store_recycle(st, &pre->page, 1);
 	kfree(pre);
 }
 
@@ -425,7 +447,7 @@ static void bdsnap_store_drain(struct bdsnap_store *st)
 				bdsnap_store_flush_buf(st);
 			bdsnap_store_stage(st, pre);
 		}
-		bdsnap_preimage_free(pre);
+		bdsnap_preimage_free(st, pre);
 		spin_lock(&st->lock);
 		room = --st->queued <= store_queue_max - store_queue_max / 4;
 		spin_unlock(&st->lock);
@@ -501,9 +523,15 @@ int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 	st->buf = kvmalloc(BDSNAP_STORE_BUF_SIZE, GFP_KERNEL);
 	if (!st->buf)
 		return -ENOMEM;
+	st->pool_max = min(store_queue_max / 4, BDSNAP_STORE_POOL_MAX);
+	st->pool = kvmalloc_array(st->pool_max, sizeof(*st->pool), GFP_KERNEL);
+	if (!st->pool) {
+		ret = -ENOMEM;
+		goto fail_buf;
+	}
 	ret = bdsnap_deflate_init(&st->z);
 	if (ret)
-		goto fail_buf;
+		goto fail_pool;
 	st->blocks = bdsnap_store_create(dir, "blocks");
 	if (IS_ERR(st->blocks)) {
 		ret = PTR_ERR(st->blocks);
@@ -545,16 +573,43 @@ fail_blocks:
 	fput(st->blocks);
 fail_deflate:
 	bdsnap_deflate_done(&st->z);
+fail_pool:
+	kvfree(st->pool);
 fail_buf:
 	kvfree(st->buf);
 	return ret;
 }
 
 /**
+ * bdsnap_store_page() - a page for a pre-image, to hand to bdsnap_store_add().
+ * @st: an open store.
+ *
+ * One the store has written already if it kept one, else a new one: either
+ * way its content is stale, and only the length given to bdsnap_store_add()
+ * is ever read from it.  The store keeps pages for reuse only once its
+ * tracker takes them from here.
+ *
+ * Context: process; allocates with GFP_NOIO.
+ * Return: the page, or NULL when out of memory.
+ */
+struct page *bdsnap_store_page(struct bdsnap_store *st)
+{
+	struct page *page = NULL;
+
+	spin_lock(&st->lock);
+	st->recycle = true;
+	if (st->pool_nr)
+		page = st->pool[--st->pool_nr];
+	spin_unlock(&st->lock);
+	return page ?: alloc_page(GFP_NOIO);
+}
+
+/**
  * bdsnap_store_add() - queue a pre-image for the log.
  * @st: the store.
  * @block: block number.
- * @page: the data; the store owns and frees it, also on error.
+ * @page: the data; the store owns and frees it, also on error (from
+ *	bdsnap_store_page(), or any page the caller allocated).
  * @len: valid bytes at the start of @page.
  * @seq: out, if not NULL: what to pass to bdsnap_store_wait_durable().
  *
@@ -568,7 +623,7 @@ int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
 	int ret;
 
 	if (!pre) {
-		__free_page(page);
+		bdsnap_store_recycle(st, &page, 1);
 		bdsnap_store_fail(st, -ENOMEM);
 		return -ENOMEM;
 	}
@@ -589,7 +644,7 @@ int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
 	}
 	spin_unlock(&st->lock);
 	if (ret) {
-		bdsnap_preimage_free(pre);
+		bdsnap_preimage_free(st, pre);
 		return ret;
 	}
 	queue_work(bdsnap_store_wq, &st->work);
@@ -692,6 +747,9 @@ void bdsnap_store_close(struct bdsnap_store *st, int error)
 	fput(st->meta);
 	fput(st->blocks);
 	bdsnap_deflate_done(&st->z);
+	while (st->pool_nr)
+		__free_page(st->pool[--st->pool_nr]);
+	kvfree(st->pool);
 	kvfree(st->buf);
 }
 

@@ -38,7 +38,7 @@ struct bdsnap_store_info {
  * @reserved: @blocks has space allocated up to here (fallocate).
  * @meta: the "meta" file, appended at @meta_pos.
  * @meta_lock: serialises appends to @meta.
- * @lock: protects @queue, @queued, @error.
+ * @lock: protects @queue, @queued, @pool, @pool_nr, @error.
  * @queue: pre-images (struct bdsnap_preimage) waiting to be written.
  * @queued: number of entries on @queue.
  * @space_wq: producers wait here while @queued is at the budget.
@@ -50,6 +50,9 @@ struct bdsnap_store_info {
  *	not compress).
  * @buf: staging buffer so the log is written in large appends.
  * @buf_len: bytes staged in @buf.
+ * @pool: pages of written pre-images for reuse, @pool_nr of them, at most
+ *	@pool_max.
+ * @recycle: a tracker takes its pages from @pool (bdsnap_store_page()).
  * @error: first write error; once set, pre-images are dropped.
  * @blocks_saved: records written.
  * @bytes_raw: raw bytes of those records.
@@ -79,6 +82,10 @@ struct bdsnap_store {
 	unsigned int deflate_backoff;
 	u8 *buf;
 	size_t buf_len;
+	struct page **pool;
+	unsigned int pool_nr;
+	unsigned int pool_max;
+	bool recycle;
 	int error;
 	u64 blocks_saved;
 	u64 bytes_raw;
@@ -91,6 +98,7 @@ struct bdsnap_store {
 
 int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 		      const struct bdsnap_store_info *info);
+struct page *bdsnap_store_page(struct bdsnap_store *st);
 int bdsnap_store_add(struct bdsnap_store *st, u64 block, struct page *page,
 		     unsigned int len, u64 *seq);
 int bdsnap_store_wait_durable(struct bdsnap_store *st, u64 seq);
