@@ -146,4 +146,24 @@ static inline int bdsnap_kern_remove(const struct path *parent, const char *name
 	return ret;
 }
 
+/*
+ * Write @iter at *@pos of @file (advanced by what was written) as pwritev(2)
+ * would, freeze protection of the file system included: 6.8 moved
+ * file_start_write() from the callers into vfs_iter_write().
+ * Return: bytes written or -errno.
+ */
+static inline ssize_t bdsnap_iter_write(struct file *file, struct iov_iter *iter, loff_t *pos)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	return vfs_iter_write(file, iter, pos, 0);
+#else
+	ssize_t ret;
+
+	file_start_write(file);
+	ret = vfs_iter_write(file, iter, pos, 0);
+	file_end_write(file);
+	return ret;
+#endif
+}
+
 #endif /* BDSNAP_COMPAT_H */

@@ -18,6 +18,8 @@
 #include <linux/vmalloc.h>
 #include <linux/highmem.h>
 #include <linux/pagemap.h>
+#include <linux/uio.h>
+#include <linux/bvec.h>
 #include <linux/crc32.h>
 #include <linux/uuid.h>
 #include <linux/sched/mm.h>
@@ -35,14 +37,14 @@ module_param(store_queue_max, uint, 0444);
 MODULE_PARM_DESC(store_queue_max,
 		 "Pre-images (4 KiB each) queued in memory per session before writers wait (64..262144, default 4096)");
 
-#define BDSNAP_STORE_BUF_SIZE	(256 * 1024)
 /* the log's space is reserved in steps of this much (a small store still fills) */
 #define BDSNAP_STORE_RESERVE_BYTES	(64 * 1024)
 /* room reserved for meta: its whole text, start and end lines, fits */
 #define BDSNAP_META_RESERVE_BYTES	4096
 #define BDSNAP_STORE_WRITEBACK_BYTES	(4 << 20)
-/* a record never needs more than its header and a raw block */
-#define BDSNAP_RECORD_MAX	(sizeof(struct bdsnap_record) + BDSNAP_BLOCK_SIZE)
+/* records appended by one write: their headers fill bdsnap_store.hdr, a page */
+#define BDSNAP_STORE_BATCH	128
+static_assert(BDSNAP_STORE_BATCH * sizeof(struct bdsnap_record) <= PAGE_SIZE);
 /*
  * Pages a session keeps for reuse, at most a quarter of store_queue_max:
  * what the worker frees before blocked writers go on, so what they ask for
@@ -64,6 +66,23 @@ struct bdsnap_preimage {
 	u64 block;
 	unsigned int len;
 	struct page *page;
+};
+
+/**
+ * struct bdsnap_store_batch - records on their way to the log.
+ * @vec: what is written: per record its header (in bdsnap_store.hdr), then
+ *	its payload (at the start of its page).
+ * @pages: the records' pages, back to the pool once written.
+ * @nr: records in the batch.
+ * @bytes: their size in the log.
+ * @deflated: deflate's output, before it replaces the raw pre-image.
+ */
+struct bdsnap_store_batch {
+	struct bio_vec vec[2 * BDSNAP_STORE_BATCH];
+	struct page *pages[BDSNAP_STORE_BATCH];
+	unsigned int nr;
+	size_t bytes;
+	u8 deflated[BDSNAP_BLOCK_SIZE];
 };
 
 int bdsnap_store_mkdir(const char *path)
@@ -195,6 +214,16 @@ static int bdsnap_store_write(struct file *file, const void *buf, size_t len, lo
 	return ret == len ? 0 : -ENOSPC;
 }
 
+static int bdsnap_store_write_iter(struct file *file, struct iov_iter *iter, loff_t *pos)
+{
+	size_t len = iov_iter_count(iter);
+	ssize_t ret = bdsnap_iter_write(file, iter, pos);
+
+	if (ret < 0)
+		return ret;
+	return ret == len ? 0 : -ENOSPC;
+}
+
 /**
  * bdsnap_store_fail() - the store can no longer be written.
  * @st: an open store.
@@ -294,44 +323,25 @@ static int bdsnap_store_start(struct bdsnap_store *st, const struct bdsnap_store
 	return ret ?: bdsnap_store_note(st, "state=open\n");
 }
 
-static void bdsnap_store_flush_buf(struct bdsnap_store *st)
+/* Reserve the log's space for @len bytes more, taken from the store's quota. */
+static int bdsnap_store_make_room(struct bdsnap_store *st, size_t len)
 {
+	loff_t end;
 	int ret;
 
-	if (!st->buf_len)
-		return;
-	if (st->pos + st->buf_len > st->reserved) {
-		loff_t end = round_up(st->pos + st->buf_len, BDSNAP_STORE_RESERVE_BYTES);
-
-		ret = bdsnap_store_quota_take(end - st->reserved);
-		if (!ret) {
-			ret = bdsnap_store_reserve(st->blocks, st->reserved, end);
-			if (ret)
-				bdsnap_store_quota_give(end - st->reserved);
-		}
-		if (ret) {
-			st->buf_len = 0;
-			bdsnap_store_fail(st, ret);
-			return;
-		}
-		st->reserved = end;
-	}
-	ret = bdsnap_store_write(st->blocks, st->buf, st->buf_len, &st->pos);
-	st->buf_len = 0;
+	if (st->pos + len <= st->reserved)
+		return 0;
+	end = round_up(st->pos + len, BDSNAP_STORE_RESERVE_BYTES);
+	ret = bdsnap_store_quota_take(end - st->reserved);
+	if (ret)
+		return ret;
+	ret = bdsnap_store_reserve(st->blocks, st->reserved, end);
 	if (ret) {
-		bdsnap_store_fail(st, ret);
-		return;
+		bdsnap_store_quota_give(end - st->reserved);
+		return ret;
 	}
-	/*
-	 * Start writeback of the log every few MiB: left to the flusher, a
-	 * long session's dirty log pages throttle this worker in
-	 * balance_dirty_pages(), and with it every writer waiting for room.
-	 * Ordered stores are flushed after every drain anyway.
-	 */
-	if (!st->ordered && st->pos - st->writeback_pos >= BDSNAP_STORE_WRITEBACK_BYTES) {
-		filemap_flush(st->blocks->f_mapping);
-		st->writeback_pos = st->pos;
-	}
+	st->reserved = end;
+	return 0;
 }
 
 /*
@@ -368,30 +378,37 @@ static int bdsnap_store_compress(struct bdsnap_store *st, const void *data,
 	return stored;
 }
 
-/* Append one record to the staging buffer; the buffer has room for it. */
+/* Add @pre's record to the batch, which has room for it; its page goes with it. */
 static void bdsnap_store_stage(struct bdsnap_store *st, struct bdsnap_preimage *pre)
 {
-	struct bdsnap_record *rec = (struct bdsnap_record *)(st->buf + st->buf_len);
-	u8 *payload = (u8 *)(rec + 1);
+	struct bdsnap_store_batch *b = st->batch;
+	struct bdsnap_record *rec = &st->hdr[b->nr];
 	void *data = kmap_local_page(pre->page);
+	u32 flags = 0;
 	int stored;
-	u32 flags = BDSNAP_REC_ZLIB;
 
-	stored = bdsnap_store_compress(st, data, pre->len, payload);
-	if (stored < 0) {
-		memcpy(payload, data, pre->len);
+	rec->data_crc = cpu_to_le32(bdsnap_crc32(data, pre->len));
+	stored = bdsnap_store_compress(st, data, pre->len, b->deflated);
+	if (stored >= 0) {
+		/* the raw bytes are checksummed: their page can carry the stream */
+		memcpy(data, b->deflated, stored);
+		flags = BDSNAP_REC_ZLIB;
+	} else {
 		stored = pre->len;
-		flags = 0;
 	}
+	kunmap_local(data);
 	rec->magic = cpu_to_le32(BDSNAP_RECORD_MAGIC);
 	rec->flags = cpu_to_le32(flags);
 	rec->block = cpu_to_le64(pre->block);
 	rec->raw_len = cpu_to_le32(pre->len);
 	rec->stored_len = cpu_to_le32(stored);
-	rec->data_crc = cpu_to_le32(bdsnap_crc32(data, pre->len));
 	rec->header_crc = cpu_to_le32(bdsnap_crc32(rec, offsetof(typeof(*rec), header_crc)));
-	kunmap_local(data);
-	st->buf_len += sizeof(*rec) + stored;
+	b->vec[2 * b->nr] = (struct bio_vec){ .bv_page = virt_to_page(rec),
+					      .bv_len = sizeof(*rec),
+					      .bv_offset = offset_in_page(rec) };
+	b->vec[2 * b->nr + 1] = (struct bio_vec){ .bv_page = pre->page, .bv_len = stored };
+	b->pages[b->nr++] = pre->page;
+	b->bytes += sizeof(*rec) + stored;
 	st->blocks_saved++;
 	st->bytes_raw += pre->len;
 }
@@ -419,6 +436,43 @@ static void bdsnap_preimage_free(struct bdsnap_store *st, struct bdsnap_preimage
 }
 
 /*
+ * Append the batch's records with one write, straight from their pages
+ * (no copy into a buffer first), then give the pages back.  After an error
+ * nothing more is written.
+ */
+static void bdsnap_store_write_batch(struct bdsnap_store *st)
+{
+	struct bdsnap_store_batch *b = st->batch;
+	struct iov_iter iter;
+	int ret;
+
+	if (!b->nr)
+		return;
+	ret = READ_ONCE(st->error) ?: bdsnap_store_make_room(st, b->bytes);
+	if (!ret) {
+		iov_iter_bvec(&iter, ITER_SOURCE, b->vec, 2 * b->nr, b->bytes);
+		ret = bdsnap_store_write_iter(st->blocks, &iter, &st->pos);
+	}
+	bdsnap_store_recycle(st, b->pages, b->nr);
+	b->nr = 0;
+	b->bytes = 0;
+	if (ret) {
+		bdsnap_store_fail(st, ret);
+		return;
+	}
+	/*
+	 * Start writeback of the log every few MiB: left to the flusher, a
+	 * long session's dirty log pages throttle this worker in
+	 * balance_dirty_pages(), and with it every writer waiting for room.
+	 * Ordered stores are flushed after every drain anyway.
+	 */
+	if (!st->ordered && st->pos - st->writeback_pos >= BDSNAP_STORE_WRITEBACK_BYTES) {
+		filemap_flush(st->blocks->f_mapping);
+		st->writeback_pos = st->pos;
+	}
+}
+
+/*
  * Write everything queued.  In ordered mode one flush then covers every
  * pre-image written since the last one (group commit), and only then do
  * the writers waiting for those pre-images go on.
@@ -442,12 +496,14 @@ static void bdsnap_store_drain(struct bdsnap_store *st)
 		if (!pre)
 			break;
 		last = pre->seq;
-		if (!error) {
-			if (st->buf_len + BDSNAP_RECORD_MAX > BDSNAP_STORE_BUF_SIZE)
-				bdsnap_store_flush_buf(st);
+		if (error) {
+			bdsnap_preimage_free(st, pre);
+		} else {
 			bdsnap_store_stage(st, pre);
+			kfree(pre);
+			if (st->batch->nr == BDSNAP_STORE_BATCH)
+				bdsnap_store_write_batch(st);
 		}
-		bdsnap_preimage_free(st, pre);
 		spin_lock(&st->lock);
 		room = --st->queued <= store_queue_max - store_queue_max / 4;
 		spin_unlock(&st->lock);
@@ -459,7 +515,7 @@ static void bdsnap_store_drain(struct bdsnap_store *st)
 		if (room)
 			wake_up(&st->space_wq);
 	}
-	bdsnap_store_flush_buf(st);
+	bdsnap_store_write_batch(st);
 	if (st->ordered && last && !READ_ONCE(st->error)) {
 		int ret = vfs_fsync(st->blocks, 1);
 
@@ -520,14 +576,20 @@ int bdsnap_store_open(struct bdsnap_store *st, const char *dir,
 	ret = bdsnap_store_mkdir(dir);
 	if (ret)
 		return ret;
-	st->buf = kvmalloc(BDSNAP_STORE_BUF_SIZE, GFP_KERNEL);
-	if (!st->buf)
+	st->batch = kvzalloc(sizeof(*st->batch), GFP_KERNEL);
+	if (!st->batch)
 		return -ENOMEM;
+	/* a page: each header's bvec lies within one page */
+	st->hdr = (struct bdsnap_record *)__get_free_page(GFP_KERNEL);
+	if (!st->hdr) {
+		ret = -ENOMEM;
+		goto fail_batch;
+	}
 	st->pool_max = min(store_queue_max / 4, BDSNAP_STORE_POOL_MAX);
 	st->pool = kvmalloc_array(st->pool_max, sizeof(*st->pool), GFP_KERNEL);
 	if (!st->pool) {
 		ret = -ENOMEM;
-		goto fail_buf;
+		goto fail_hdr;
 	}
 	ret = bdsnap_deflate_init(&st->z);
 	if (ret)
@@ -575,8 +637,10 @@ fail_deflate:
 	bdsnap_deflate_done(&st->z);
 fail_pool:
 	kvfree(st->pool);
-fail_buf:
-	kvfree(st->buf);
+fail_hdr:
+	free_page((unsigned long)st->hdr);
+fail_batch:
+	kvfree(st->batch);
 	return ret;
 }
 
@@ -750,7 +814,8 @@ void bdsnap_store_close(struct bdsnap_store *st, int error)
 	while (st->pool_nr)
 		__free_page(st->pool[--st->pool_nr]);
 	kvfree(st->pool);
-	kvfree(st->buf);
+	free_page((unsigned long)st->hdr);
+	kvfree(st->batch);
 }
 
 /**

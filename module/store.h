@@ -14,6 +14,8 @@
 struct file;
 struct page;
 struct bdsnap_store;
+struct bdsnap_record;
+struct bdsnap_store_batch;
 
 /* store.c: the on-disk log of one session */
 struct bdsnap_store_info {
@@ -48,8 +50,8 @@ struct bdsnap_store_info {
  * @deflate_skip: blocks still to store raw without trying deflate.
  * @deflate_backoff: length of the last such run (doubles while blocks do
  *	not compress).
- * @buf: staging buffer so the log is written in large appends.
- * @buf_len: bytes staged in @buf.
+ * @batch: records on their way to the log, appended by one write.
+ * @hdr: their headers, in a page of their own.
  * @pool: pages of written pre-images for reuse, @pool_nr of them, at most
  *	@pool_max.
  * @recycle: a tracker takes its pages from @pool (bdsnap_store_page()).
@@ -80,8 +82,8 @@ struct bdsnap_store {
 	struct bdsnap_deflate z;
 	unsigned int deflate_skip;
 	unsigned int deflate_backoff;
-	u8 *buf;
-	size_t buf_len;
+	struct bdsnap_store_batch *batch;
+	struct bdsnap_record *hdr;
 	struct page **pool;
 	unsigned int pool_nr;
 	unsigned int pool_max;
