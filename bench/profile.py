@@ -28,9 +28,10 @@ TRACING = Path("/sys/kernel/tracing")
 ROOTS = ["bdsnap_bio_read_work", "bdsnap_store_work"]
 # Only these are hooked (tracing every function costs 10x under TCG); the bio
 # worker's gather/save/release are inlined into bdsnap_bio_read_work.
-FUNCS = ROOTS + ["bdsnap_store_drain", "bdsnap_store_flush_buf", "bdsnap_deflate",
+FUNCS = ROOTS + ["bdsnap_store_drain", "bdsnap_store_write_batch", "bdsnap_deflate",
                  "bdsnap_store_add", "bdsnap_store_wait_durable", "bdsnap_blockmap_set",
-                 "crc32_le", "kernel_write", "vfs_fsync_range", "ext4_sync_file",
+                 "bdsnap_store_page", "bdsnap_store_recycle", "alloc_pages", "__free_pages",
+                 "crc32_le", "vfs_iter_write", "vfs_fsync_range", "ext4_sync_file",
                  "file_write_and_wait_range", "jbd2_complete_transaction",
                  "jbd2_log_wait_commit", "ext4_buffered_write_iter", "wait_for_completion",
                  "submit_bio", "submit_bio_noacct", "bio_alloc_bioset", "schedule"]
