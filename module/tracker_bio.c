@@ -272,7 +272,7 @@ static int bdsnap_bio_read_run(struct bdsnap_session *s, struct bdsnap_bio_batch
 	for (i = start; i < start + len; i++) {
 		unsigned int bytes = bdsnap_session_block_len(s, batch->blocks[i]);
 
-		batch->pages[i] = alloc_page(GFP_NOIO);
+		batch->pages[i] = bdsnap_store_page(&s->store);
 		if (!batch->pages[i] || bio_add_page(bio, batch->pages[i], bytes, 0) != bytes) {
 			bio_put(bio);
 			return -ENOMEM;
