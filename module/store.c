@@ -730,26 +730,27 @@ int bdsnap_store_wait_durable(struct bdsnap_store *st, u64 seq)
 	return READ_ONCE(st->error);
 }
 
+/* A 64-bit sequence number of @st, read whole (a 32-bit CPU needs the lock). */
+static u64 bdsnap_store_read_seq(struct bdsnap_store *st, const u64 *seq)
+{
+	u64 val;
+
+	spin_lock(&st->lock);
+	val = *seq;
+	spin_unlock(&st->lock);
+	return val;
+}
+
 /* The sequence number of the last pre-image queued, 0 if none. */
 u64 bdsnap_store_last_added(struct bdsnap_store *st)
 {
-	u64 seq;
-
-	spin_lock(&st->lock);
-	seq = st->seq_added;
-	spin_unlock(&st->lock);
-	return seq;
+	return bdsnap_store_read_seq(st, &st->seq_added);
 }
 
 /* Every pre-image up to this sequence number is durable (or dropped: error). */
 u64 bdsnap_store_last_durable(struct bdsnap_store *st)
 {
-	u64 seq;
-
-	spin_lock(&st->lock);
-	seq = st->seq_durable;
-	spin_unlock(&st->lock);
-	return seq;
+	return bdsnap_store_read_seq(st, &st->seq_durable);
 }
 
 unsigned int bdsnap_store_queued(struct bdsnap_store *st)
