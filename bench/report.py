@@ -252,8 +252,9 @@ class Report:
                            f"({fmt(n * 4 / 1024)} MiB, {job_label(job)})")
         if out:
             out = ["Peak pre-image memory under the first-write floods (the bound: "
-                   "`store_queue_max` = 4096 queued, 16 MiB, plus one batch of 256 being "
-                   "read, 1 MiB, per session):", "", *out]
+                   "`store_queue_max` = 4096 queued, 16 MiB, plus up to 4 batches of 256 "
+                   "being read, 4 MiB, one batch of 128 being appended, 0.5 MiB, and the "
+                   "store's page pool, at most 1024 pages, 4 MiB: 24.5 MiB per session):", "", *out]
         return out
 
     def cpu(self):
