@@ -183,13 +183,15 @@ class Session:
 
 
 class Bench:
-    def __init__(self, profile, out, work, configs=None, only_jobs=None, store_fs="ext4"):
+    def __init__(self, profile, out, work, configs=None, only_jobs=None, store_fs="ext4",
+                 perf=False):
         self.p = dict(PROFILES[profile])
         self.profile = profile
         self.out = Path(out)
         self.work = Path(work)
         self.configs = configs
         self.only_jobs = only_jobs
+        self.perf = perf
         self.store_fs = store_fs
         self.stack = contextlib.ExitStack()
         self.res = {"profile": profile, "params": self.p, "kernel": platform.release(),
@@ -398,11 +400,21 @@ class Bench:
         sampler = Sampler(image)
         sampler.start()
         t = time.monotonic()
+        cmd = ["fio", "--output-format=json", BENCH / "fio" / jobfile]
+        if self.perf:
+            # the whole guest: the workers, the loop devices and fio all count
+            perf_data = self.out / f"perf-{cfg}-{job}-{rep}.data"
+            cmd = ["perf", "record", "-q", "-a", "-g", "-o", perf_data, "--"] + cmd
         try:
-            out = sh(["fio", "--output-format=json", BENCH / "fio" / jobfile], env=env)
+            out = sh(cmd, env=env)
         finally:
             counters = sampler.stop()
         wall = time.monotonic() - t
+        if self.perf:
+            # now, while the module is loaded: its symbols resolve only then
+            (self.out / f"perf-{cfg}-{job}-{rep}.txt").write_text(sh(
+                ["perf", "report", "-i", perf_data, "--no-children", "--sort", "sym",
+                 "--stdio", "-g", "none", "--percent-limit", "0.5"]))
         data = json.loads(out[out.index("{"):])
         j = data["jobs"][0]
         if j.get("error"):
@@ -708,6 +720,9 @@ def main(argv=None):
     ap.add_argument("--jobs-only", action="store_true",
                     help="skip the measurements made once (store size vs raw, CPU costs): "
                     "the jobs alone, e.g. for bench/ab.py or a profile of the jobs")
+    ap.add_argument("--perf", action="store_true",
+                    help="run each fio job under `perf record -a -g` (linux-perf on the host) "
+                    "and leave perf-<config>-<job>-<rep>.txt, CPU share per symbol, in --out")
     a = ap.parse_args(argv)
     if not os.environ.get("BDSNAP_GUEST"):
         sys.exit("bench.py: runs only inside the test guest (tests/vm/run.py); use `make bench`")
@@ -716,7 +731,8 @@ def main(argv=None):
         sys.exit(f"bench.py: profile {a.profile} needs a guest with >= "
                  f"{PROFILES[a.profile]['mem_mb_min']} MiB (run.py --mem), this one has {mem}")
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    res = Bench(a.profile, a.out, a.work, a.configs, a.jobs, a.store_fs).run(a.reps, a.jobs_only)
+    res = Bench(a.profile, a.out, a.work, a.configs, a.jobs, a.store_fs,
+                a.perf).run(a.reps, a.jobs_only)
     return 1 if res["errors"] else 0
 
 
