@@ -404,7 +404,7 @@ class Bench:
         if self.perf:
             # the whole guest: the workers, the loop devices and fio all count
             perf_data = self.out / f"perf-{cfg}-{job}-{rep}.data"
-            cmd = ["perf", "record", "-q", "-a", "-g", "-o", perf_data, "--"] + cmd
+            cmd = ["perf", "record", "-q", "-a", "-g", "-F", "500", "-o", perf_data, "--"] + cmd
         try:
             out = sh(cmd, env=env)
         finally:
@@ -412,9 +412,11 @@ class Bench:
         wall = time.monotonic() - t
         if self.perf:
             # now, while the module is loaded: its symbols resolve only then
-            (self.out / f"perf-{cfg}-{job}-{rep}.txt").write_text(sh(
-                ["perf", "report", "-i", perf_data, "--no-children", "--sort", "sym",
-                 "--stdio", "-g", "none", "--percent-limit", "0.5"]))
+            report = ["perf", "report", "-i", perf_data, "--no-children", "--sort", "sym",
+                      "--stdio"]
+            (self.out / f"perf-{cfg}-{job}-{rep}.txt").write_text(
+                sh(report + ["-g", "none", "--percent-limit", "0.5"]) +
+                sh(report + ["-g", "caller,2,callee,function,percent", "--percent-limit", "2"]))
         data = json.loads(out[out.index("{"):])
         j = data["jobs"][0]
         if j.get("error"):

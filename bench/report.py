@@ -253,8 +253,9 @@ class Report:
         if out:
             out = ["Peak pre-image memory under the first-write floods (the bound: "
                    "`store_queue_max` = 4096 queued, 16 MiB, plus up to 4 batches of 256 "
-                   "being read, 4 MiB, one batch of 128 being appended, 0.5 MiB, and the "
-                   "store's page pool, at most 1024 pages, 4 MiB: 24.5 MiB per session):", "", *out]
+                   "being read, 4 MiB, and one batch of 128 being appended, 0.5 MiB: 20.5 MiB "
+                   "per session; the store's page pool only keeps pages that were in use "
+                   "together, so it adds nothing to the peak):", "", *out]
         return out
 
     def cpu(self):
