@@ -205,23 +205,17 @@ static int bdsnap_store_reserve(struct file *file, loff_t start, loff_t end)
 	return ret == -EOPNOTSUPP ? 0 : ret;
 }
 
-static int bdsnap_store_write(struct file *file, const void *buf, size_t len, loff_t *pos)
+/* What a write of @len bytes that returned @ret means: a short one, a full store. */
+static int bdsnap_store_wrote(ssize_t ret, size_t len)
 {
-	ssize_t ret = kernel_write(file, buf, len, pos);
-
 	if (ret < 0)
 		return ret;
 	return ret == len ? 0 : -ENOSPC;
 }
 
-static int bdsnap_store_write_iter(struct file *file, struct iov_iter *iter, loff_t *pos)
+static int bdsnap_store_write(struct file *file, const void *buf, size_t len, loff_t *pos)
 {
-	size_t len = iov_iter_count(iter);
-	ssize_t ret = bdsnap_iter_write(file, iter, pos);
-
-	if (ret < 0)
-		return ret;
-	return ret == len ? 0 : -ENOSPC;
+	return bdsnap_store_wrote(kernel_write(file, buf, len, pos), len);
 }
 
 /**
@@ -451,7 +445,7 @@ static void bdsnap_store_write_batch(struct bdsnap_store *st)
 	ret = READ_ONCE(st->error) ?: bdsnap_store_make_room(st, b->bytes);
 	if (!ret) {
 		iov_iter_bvec(&iter, ITER_SOURCE, b->vec, 2 * b->nr, b->bytes);
-		ret = bdsnap_store_write_iter(st->blocks, &iter, &st->pos);
+		ret = bdsnap_store_wrote(bdsnap_iter_write(st->blocks, &iter, &st->pos), b->bytes);
 	}
 	bdsnap_store_recycle(st, b->pages, b->nr);
 	b->nr = 0;
